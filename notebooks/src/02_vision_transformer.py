@@ -1,0 +1,304 @@
+# %% [markdown]
+# # 02 · The Vision Transformer: attention, encoder blocks, and a tiny ViT trained here
+#
+# Notebook 01 turned an image into a sequence of 65 vectors (a CLS token and 64 patches). Here the
+# Transformer encoder reads that sequence: scaled dot-product attention, written from scratch and checked
+# against PyTorch; multi-head attention; the pre-LayerNorm encoder block; and a complete tiny ViT that we
+# train on ShapesWorld to recognize shapes. Then we look inside it (attention maps, position embeddings),
+# check it against torchvision's `VisionTransformer` with the same weights, and measure why pretraining
+# matters.
+#
+# **What you need:** about 1.5 minutes on a 2-core CPU (one minute of it is training, with a progress
+# bar), under 2 GB of memory, no GPU, no network.
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils import DATA_DIR, checkpoints, checks, env, plotting, report, shapes, training, vit
+
+device = env.setup(seed=0)
+t_start = time.perf_counter()
+
+# %% [markdown]
+# ## 1. Scaled dot-product attention
+#
+# Each token emits a query $q$, a key $k$ and a value $v$ (rows of $Q, K, V$). A token's output is the
+# average of all values, weighted by how well its query matches each key:
+#
+# $$\text{Attention}(Q, K, V) = \text{softmax}\left(\frac{QK^\top}{\sqrt{d}}\right) V$$
+#
+# Dividing by $\sqrt{d}$ keeps the scores' spread independent of the width $d$, so the softmax does not
+# saturate. Here it is, one line at a time, on 5 tokens of width 8.
+
+# %%
+torch.manual_seed(0)
+q, k, v = torch.randn(3, 5, 8).unbind(0)       # (N, d) each
+scores = q @ k.T / math.sqrt(q.shape[-1])       # (N, N): how well query i matches key j
+weights = scores.softmax(dim=-1)                # (N, N): each row sums to 1
+out = weights @ v                               # (N, d): weighted average of the values
+print("row sums of the attention weights:", weights.sum(-1))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ours, _ = vit.scaled_dot_product_attention(q, k, v)
+checks.assert_close(out, ours, atol=1e-6, name="these cells vs utils.vit.scaled_dot_product_attention", verbose=False)
+sdpa_err = checks.assert_close(ours, F.scaled_dot_product_attention(q, k, v), atol=1e-5,
+                               name="utils.vit vs F.scaled_dot_product_attention", verbose=False)
+print("equal to utils.vit and to torch's F.scaled_dot_product_attention within 1e-5:", sdpa_err < 1e-5)
+
+# %% [markdown]
+# ## 2. Multi-head attention
+#
+# One attention pattern per layer is limiting; multi-head attention runs $H$ of them in parallel on
+# $D/H$-wide slices of $Q, K, V$, concatenates the results and mixes them with an output projection.
+# `utils.vit.MultiHeadSelfAttention` computes Q, K and V with one `(D, 3D)` linear layer, exactly the
+# parameter layout of `torch.nn.MultiheadAttention`, so we can copy weights across and compare.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+D, H = 64, 4
+mha = vit.MultiHeadSelfAttention(D, H)
+ref = torch.nn.MultiheadAttention(D, H, batch_first=True)
+with torch.no_grad():
+    ref.in_proj_weight.copy_(mha.qkv.weight), ref.in_proj_bias.copy_(mha.qkv.bias)
+    ref.out_proj.weight.copy_(mha.proj.weight), ref.out_proj.bias.copy_(mha.proj.bias)
+    tokens = torch.randn(2, 65, D)                                  # (B, N, D)
+    out_ours, w_ours = mha(tokens, return_attention=True)          # (B, N, D), (B, H, N, N)
+    out_ref, w_ref = ref(tokens, tokens, tokens, average_attn_weights=False)
+mha_err = checks.assert_close(out_ours, out_ref, atol=1e-5, name="MHA output", verbose=False)
+checks.assert_close(w_ours, w_ref, atol=1e-5, name="MHA weights", verbose=False)
+print("outputs and per-head weights equal nn.MultiheadAttention within 1e-5:", mha_err < 1e-5)
+print("attention weights:", tuple(w_ours.shape), "= (B, H, N, N)")
+
+# %% [markdown]
+# ## 3. The encoder block and the ViT
+#
+# A ViT encoder block is pre-LayerNorm: $x \leftarrow x + \text{MSA}(\text{LN}(x))$, then
+# $x \leftarrow x + \text{MLP}(\text{LN}(x))$. The ViT stacks `depth` blocks, normalizes, and classifies
+# from the output at the CLS position. Our tiny one: 32x32 images, 4x4 patches, width 64, 4 blocks of
+# 4 heads, 4 classes (circle, square, triangle, cross).
+
+# %%
+cfg = vit.ViTConfig(**vit.SHAPES_VIT)
+model = vit.ViT(cfg)
+print(cfg)
+print(f"{sum(p.numel() for p in model.parameters()):,} parameters;",
+      f"{sum(p.numel() for p in model.blocks[0].parameters()):,} in each encoder block")
+
+# %% [markdown]
+# ## 4. Train it on ShapesWorld shape classification
+#
+# 8,000 training images and 1,000 test images, generated from different seeds, so the test scenes (shape,
+# colour, size, position, noise) are new to the model. AdamW with warm-up and cosine decay, 800 steps of 64.
+
+# %%
+recipe = vit.SHAPES_VIT_RECIPE
+train_ds = shapes.make_shapes_dataset(recipe["n_train"], seed=recipe["data_seed_train"])
+test_ds = shapes.make_shapes_dataset(recipe["n_test"], seed=recipe["data_seed_test"])
+x_train, y_train = shapes.dataset_tensors(train_ds, "shape")   # (B, 3, 32, 32), (B,)
+x_test, y_test = shapes.dataset_tensors(test_ds, "shape")
+print(train_ds)
+print("class balance (train):", torch.bincount(y_train).tolist())
+plotting.show_images(x_train[:16], [shapes.SHAPES[i] for i in y_train[:16]], ncols=8);
+
+# %%
+env.seed_everything(0)
+model = vit.ViT(cfg)
+
+
+def classification_loss(model, batch):
+    images, labels = batch
+    return F.cross_entropy(model(images), labels)
+
+
+hist = training.train(model, (x_train, y_train), classification_loss, training.TrainConfig(**recipe["train"]))
+test_acc = training.accuracy(training.predict(model, x_test), y_test)
+print(f"trained {recipe['train']['steps']} steps in {hist.seconds:.0f} s; test accuracy {test_acc:.1%}")
+training.plot_history(hist, title="tiny ViT, shape classification");
+
+# %% [markdown]
+# The same recipe made the checkpoint shipped in `data/checkpoints/vit_shapes` (by
+# `scripts/train_vit_shapes.py`). Training is seeded and runs on a fixed number of threads, so this run
+# should reach the same accuracy.
+
+# %%
+state, shipped_cfg = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "vit_shapes")
+shipped = vit.ViT(vit.ViTConfig(**shipped_cfg["model"]))
+shipped.load_state_dict(state)
+shipped_acc = training.accuracy(training.predict(shipped, x_test), y_test)
+print(f"this run: {test_acc:.1%}   shipped checkpoint: {shipped_acc:.1%}")
+assert test_acc >= 0.95, test_acc
+assert abs(test_acc - shipped_acc) <= 0.02
+
+# %% [markdown]
+# ## 5. Where does the CLS token look?
+#
+# The CLS token's row of the last block's attention weights says how much each patch contributed to the
+# vector that is classified. Averaged over heads and drawn over the image, it concentrates on the shape,
+# mostly on its corners and edges, which is where a circle, a square, a triangle and a cross differ.
+
+# %%
+with torch.no_grad():
+    logits, maps = model(x_test[:8], return_attention=True)   # maps: depth x (B, H, 1+N, 1+N)
+cls_attn = maps[-1][:, :, 0, 1:].mean(1).reshape(-1, 8, 8)    # (B, 8, 8): CLS -> patches, mean over heads
+fig, axes = plt.subplots(2, 8, figsize=(13, 4.0))
+for i in range(8):
+    pred = shapes.SHAPES[logits[i].argmax()]
+    plotting.show_image(x_test[i], axes[0, i], f"{shapes.SHAPES[y_test[i]]}")
+    plotting.plot_attention_overlay(x_test[i], cls_attn[i], axes[1, i], f"pred: {pred}")
+fig.suptitle("last block: CLS attention over the 64 patches (mean of 4 heads)", fontsize=10)
+fig.tight_layout();
+
+# %% [markdown]
+# Measured over the whole test set: the share of the CLS token's attention that lands on patches the shape
+# covers, against the share of the image those patches make up.
+
+# %%
+with torch.no_grad():
+    attn_all = torch.cat([model(x_test[i:i + 250], return_attention=True)[1][-1][:, :, 0, 1:].mean(1)
+                          for i in range(0, len(x_test), 250)])            # (B, N)
+background = torch.tensor([json_scene.background for json_scene in map(shapes.Scene.from_json, test_ds["scene"])])
+covered = (vit.patchify(x_test, 4).reshape(len(x_test), 64, 16, 3)
+           - background[:, None, None, None]).abs().amax(-1).gt(0.25).float().mean(-1).gt(0.1)  # (B, N)
+attn_on_shape = (attn_all * covered).sum(-1).mean().item() / attn_all.sum(-1).mean().item()
+area_of_shape = covered.float().mean().item()
+print(f"CLS attention on the shape's patches: {attn_on_shape:.0%}; those patches are {area_of_shape:.0%} of the image")
+
+# %% [markdown]
+# ## 6. What the position embeddings learned
+#
+# The ViT paper's Figure 7: the cosine similarity of each position's learned embedding with all others.
+# Our model learned its 65 position vectors from nothing but the classification loss.
+
+# %%
+plotting.plot_similarity_maps(model.embed.pos_embed[0, 1:], 8, "learned position embeddings: similarity of each position to all 64",
+                              fig=plt.figure(figsize=(5.5, 5.5)));
+
+# %% [markdown]
+# ## 7. The same network in torchvision
+#
+# torchvision's `VisionTransformer` is built the same way: a stride-P convolution for patches (notebook 01),
+# a CLS token, learned positions, pre-LN blocks with `nn.MultiheadAttention`, a final LayerNorm and a linear
+# head. `utils.vit.to_torchvision` copies our trained weights into one; the logits must agree.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tv_model = vit.to_torchvision(model).eval()
+with torch.no_grad():
+    logits_ours, logits_tv = training.predict(model, x_test), tv_model(x_test)
+tv_err = checks.assert_close(logits_ours, logits_tv, atol=1e-5, name="logits: ours vs torchvision", verbose=False)
+print("torchvision VisionTransformer with our weights gives the same logits within 1e-5:", tv_err < 1e-5)
+
+
+# %% [markdown]
+# And the time of one training step (forward, backward, AdamW) of each, batch 64, measured alternately in
+# one run so both see the same machine state.
+
+# %%
+def step_time(net: torch.nn.Module, repeats: int = 15) -> float:
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    xb, yb = x_train[:64], y_train[:64]
+    net.train()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / repeats
+
+
+bench_ours, bench_tv = vit.ViT(cfg), vit.to_torchvision(vit.ViT(cfg))
+step_time(bench_ours, 3), step_time(bench_tv, 3)  # warm-up
+times = {"ours": [], "torchvision": []}
+for _ in range(3):
+    times["ours"].append(step_time(bench_ours))
+    times["torchvision"].append(step_time(bench_tv))
+t_ours, t_tv = min(times["ours"]), min(times["torchvision"])
+step_ratio = t_ours / t_tv
+print(f"training step: ours {t_ours * 1e3:.1f} ms, torchvision {t_tv * 1e3:.1f} ms, ratio {step_ratio:.2f}")
+assert step_ratio <= 1.15
+
+# %% [markdown]
+# ## 8. Why pretraining matters
+#
+# Our ViT saw 8,000 labelled images to tell four shapes apart. ViTs have little built-in knowledge of
+# images (no convolutions, only the patch grid), so they need a lot of data; the ViT paper reached its
+# results only after pretraining on 14M-300M images. With few labels and no pretraining the same model does
+# much worse; here it is with 256 labelled images and the same number of examples seen per step.
+
+# %%
+env.seed_everything(0)
+small_model = vit.ViT(cfg)
+small_hist = training.train(small_model, (x_train[:256], y_train[:256]), classification_loss,
+                            training.TrainConfig(steps=150, batch_size=64, lr=2e-3, warmup=15, seed=0))
+small_acc = training.accuracy(training.predict(small_model, x_test), y_test)
+print(f"256 labelled images: test accuracy {small_acc:.1%}   (8,000 labelled images: {test_acc:.1%})")
+assert small_acc < test_acc - 0.1
+
+# %% [markdown]
+# That gap is what pretraining closes: learn general visual features once from lots of cheap data, then
+# adapt with few labels. Notebooks 03 and 04 do it the CLIP way, learning from images paired with captions,
+# which also gives a classifier for classes described only in words (zero-shot).
+#
+# ## What we measured
+
+# %%
+report.measured("02_vision_transformer", {
+    "test accuracy, tiny ViT (8,000 images, 800 steps)": f"{test_acc:.1%}",
+    "test accuracy, shipped checkpoint": f"{shipped_acc:.1%}",
+    "test accuracy with 256 labelled images": f"{small_acc:.1%}",
+    "training time (s)": round(hist.seconds, 1),
+    "CLS attention on the shape / shape area": f"{attn_on_shape:.0%} / {area_of_shape:.0%}",
+    "ours vs torchvision: max logit difference": tv_err,
+    "training step ours / torchvision": f"{t_ours * 1e3:.0f} ms / {t_tv * 1e3:.0f} ms = {step_ratio:.2f}",
+    "notebook time (s)": round(time.perf_counter() - t_start, 1),
+})
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** How many parameters does one encoder block of width $D$ with MLP width $M$ have? Count the
+# `qkv` and output projections, the two MLP layers and the two LayerNorms (weights and biases), then give
+# the number for $D = 64$, $M = 128$.
+
+# %%
+block_params = None  # a number
+checks.check_answer("parameters of one block (D=64, M=128)", block_params,
+                    sum(p.numel() for p in vit.EncoderBlock(64, 4, 128).parameters()));
+
+# %% [markdown]
+# **2.** Write `split_heads(x, H)`: `(B, N, D) -> (B, H, N, D/H)`, the reshape that gives each head its slice.
+
+# %%
+def split_heads(x, H):
+    raise NotImplementedError  # your code here
+
+
+def reference_split(x, H):
+    B, N, D = x.shape
+    return x.reshape(B, N, H, D // H).transpose(1, 2)
+
+
+checks.check_function("split_heads", split_heads, reference_split, [(torch.randn(2, 5, 8), 2), (torch.randn(1, 65, 64), 4)]);
+
+# %% solution
+# Solution (collapsed)
+block_params = (64 * 192 + 192) + (64 * 64 + 64) + (64 * 128 + 128) + (128 * 64 + 64) + 4 * 64  # = 4D^2 + 2DM + 9D + M
+
+
+def split_heads(x, H):
+    B, N, D = x.shape
+    return x.reshape(B, N, H, D // H).permute(0, 2, 1, 3)  # (B, H, N, D/H)
+
+
+assert checks.check_answer("parameters of one block (D=64, M=128)", block_params,
+                           sum(p.numel() for p in vit.EncoderBlock(64, 4, 128).parameters()))
+assert checks.check_function("split_heads", split_heads, reference_split, [(torch.randn(2, 5, 8), 2), (torch.randn(1, 65, 64), 4)])

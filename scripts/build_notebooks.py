@@ -1,0 +1,60 @@
+"""Build notebooks/NN_name.ipynb from the percent-format sources notebooks/src/NN_name.py.
+
+Every notebook gets the setup cell of utils/bootstrap.py first. Outputs are not kept here: run
+`make notebooks` (this script, then `make run`, then copying the executed notebooks back) to commit them run.
+Usage: python scripts/build_notebooks.py [NN ...]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_percent(text: str) -> list:
+    """Split a `# %%` / `# %% [markdown]` file into notebook cells."""
+    cells, kind, lines = [], None, []
+
+    def flush():
+        body = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in body.splitlines())
+            cells.append(nbformat.v4.new_markdown_cell(body))
+        elif kind in ("code", "solution") and body.strip():
+            cell = nbformat.v4.new_code_cell(body)
+            if kind == "solution":  # the reference solution: collapsed in JupyterLab, still run by CI
+                cell.metadata = {"jupyter": {"source_hidden": True}, "tags": ["solution"]}
+            cells.append(cell)
+
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            flush()
+            kind = "markdown" if "[markdown]" in line else "solution" if "solution" in line else "code"
+            lines = []
+        elif kind is not None:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def build(src: Path) -> Path:
+    setup = (ROOT / "utils" / "bootstrap.py").read_text().strip("\n")
+    nb = nbformat.v4.new_notebook()
+    cells = parse_percent(src.read_text())
+    # the title (first markdown cell) stays first, the setup cell follows it
+    nb.cells = cells[:1] + [nbformat.v4.new_code_cell(setup)] + cells[1:]
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}}
+    out = ROOT / "notebooks" / f"{src.stem}.ipynb"
+    nbformat.write(nb, out)
+    return out
+
+
+if __name__ == "__main__":
+    wanted = sys.argv[1:]
+    for src in sorted((ROOT / "notebooks" / "src").glob("*.py")):
+        if not wanted or any(src.stem.startswith(w) for w in wanted):
+            print("built", build(src).relative_to(ROOT))

@@ -1,0 +1,107 @@
+"""Plot helpers: each takes data and `ax=None`, returns the Axes (or the Figure for grids), reads no globals."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def to_hwc(image) -> np.ndarray:
+    """(C, H, W) tensor in [0, 1] or (H, W, C) array -> (H, W, C) float array for imshow."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dim() == 3 and image.shape[0] in (1, 3):
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    image = np.asarray(image)
+    return image / 255.0 if image.dtype == np.uint8 else image
+
+
+def show_image(image, ax=None, title: str | None = None):
+    ax = ax or plt.subplots(figsize=(3, 3))[1]
+    ax.imshow(to_hwc(image).clip(0, 1), interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def show_images(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.6):
+    """A grid of images with optional titles; returns the Figure."""
+    n = len(images)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * bool(titles)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            show_image(images[i], ax, titles[i] if titles else None)
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_patch_grid(image, patch_size: int, ax=None, numbers: bool = True):
+    """The image with the patch grid drawn on it and each patch's index in the sequence."""
+    img = to_hwc(image)
+    H, W = img.shape[:2]
+    ax = show_image(img, ax)
+    for k in range(0, W + 1, patch_size):
+        ax.axvline(k - 0.5, color="white", lw=0.6)
+    for k in range(0, H + 1, patch_size):
+        ax.axhline(k - 0.5, color="white", lw=0.6)
+    if numbers:
+        fs = max(4, min(9, 180 // max(H // patch_size, 1) // 3))
+        for i in range(H // patch_size):
+            for j in range(W // patch_size):
+                ax.text(j * patch_size + patch_size / 2 - 0.5, i * patch_size + patch_size / 2 - 0.5,
+                        str(i * (W // patch_size) + j), color="white", fontsize=fs, ha="center", va="center")
+    return ax
+
+
+def patch_mosaic(patches: torch.Tensor, patch_size: int, channels: int = 3, per_row: int = 16,
+                 gap: int = 1) -> np.ndarray:
+    """The patches of one image, (N, P*P*C), laid out in sequence order, `per_row` a line, with white gaps."""
+    tiles = patches.detach().reshape(-1, patch_size, patch_size, channels).numpy()  # (N, P, P, C)
+    n, P = len(tiles), patch_size
+    rows = (n + per_row - 1) // per_row
+    out = np.ones((rows * (P + gap) - gap, per_row * (P + gap) - gap, channels))
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, per_row)
+        out[r * (P + gap):r * (P + gap) + P, c * (P + gap):c * (P + gap) + P] = t
+    return out
+
+
+def plot_patch_sequence(patches: torch.Tensor, patch_size: int, channels: int = 3, per_row: int = 16,
+                        ax=None, title: str | None = None):
+    """The patches of one image as the sequence the Transformer reads (see `patch_mosaic`)."""
+    return show_image(patch_mosaic(patches, patch_size, channels, per_row, gap=max(1, patch_size // 8)), ax, title)
+
+
+def plot_similarity_maps(pos_embed: torch.Tensor, grid: int, title: str = "", fig=None):
+    """For each patch position, the cosine similarity of its position embedding with every other one.
+
+    Args:
+        pos_embed: (N, D) position embeddings of the N = grid*grid patches (no CLS row).
+    """
+    e = torch.nn.functional.normalize(pos_embed.detach().float(), dim=-1)
+    sim = (e @ e.T).reshape(grid, grid, grid, grid)  # (row, col, row', col')
+    fig = fig or plt.figure(figsize=(5, 5))
+    axes = fig.subplots(grid, grid)
+    for i in range(grid):
+        for j in range(grid):
+            axes[i, j].imshow(sim[i, j], cmap="viridis")  # each map on its own scale, as in the ViT paper
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_attention_overlay(image, attention: torch.Tensor, ax=None, title: str | None = None):
+    """An (h, w) attention map upsampled over the image."""
+    img = to_hwc(image)
+    ax = show_image(img, ax, title)
+    H, W = img.shape[:2]
+    ax.imshow(attention.detach().cpu().numpy(), cmap="inferno", alpha=0.55, extent=(-0.5, W - 0.5, H - 0.5, -0.5),
+              interpolation="bilinear")
+    return ax

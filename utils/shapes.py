@@ -1,0 +1,224 @@
+"""ShapesWorld: coloured shapes on a small canvas, generated from a seed (used from notebook 02 on).
+
+A *scene* is a plain description (objects with shape, colour, size and position) that renders to an image.
+Later notebooks derive multi-object scenes, multiple-choice questions and short videos from the same
+description, so everything here is data first (`Scene`, `ShapeObject`), pixels second (`render_scene`).
+Shapes: an image is (H, W, C) uint8 when rendered, (B, C, H, W) float in [0, 1] as a tensor batch.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLORS = {  # RGB in [0, 1]; hues far apart so that light noise never changes the name of a colour
+    "red": (0.86, 0.16, 0.16), "green": (0.18, 0.70, 0.24), "blue": (0.20, 0.36, 0.92),
+    "yellow": (0.93, 0.83, 0.16), "purple": (0.60, 0.24, 0.80), "orange": (0.97, 0.52, 0.10),
+}
+COLOR_NAMES = tuple(COLORS)
+SIZES = {"small": 0.17, "large": 0.28}  # object radius as a fraction of the canvas side
+SIZE_NAMES = tuple(SIZES)
+# (colour, shape) pairs never seen in the "train" split: one per colour, spread over the shapes
+DEFAULT_HOLDOUT = (("red", "triangle"), ("green", "cross"), ("blue", "circle"),
+                   ("yellow", "square"), ("purple", "triangle"), ("orange", "cross"))
+
+CAPTION_TEMPLATES = (
+    "a {color} {shape}",
+    "a {size} {color} {shape}",
+    "a {color} {shape} in the {position}",
+    "a photo of a {size} {color} {shape}",
+    "there is a {color} {shape} at the {position}",
+    "a {size} {shape} coloured {color}",
+    "the {shape} is {color}",
+    "a {size} {color} {shape} near the {position}",
+)
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str   # one of SHAPES
+    color: str   # one of COLOR_NAMES
+    size: str    # one of SIZE_NAMES
+    x: float     # centre column, pixels
+    y: float     # centre row, pixels
+
+    def radius(self, canvas: int) -> float:
+        return SIZES[self.size] * canvas
+
+    def position(self, canvas: int) -> str:
+        """Where the object sits, in words: 'top left', 'center', 'bottom', ..."""
+        return position_name(self.x, self.y, canvas)
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[ShapeObject, ...]
+    canvas: int = 32                  # H = W, pixels
+    background: float = 0.12          # grey level of the background in [0, 1]
+    noise_seed: int = 0               # seeds the light pixel noise and colour jitter of the rendering
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> str:
+        return json.dumps({"objects": [asdict(o) for o in self.objects], "canvas": self.canvas,
+                           "background": self.background, "noise_seed": self.noise_seed})
+
+    @staticmethod
+    def from_json(text: str) -> "Scene":
+        d = json.loads(text)
+        return Scene(tuple(ShapeObject(**o) for o in d["objects"]), d["canvas"], d["background"], d["noise_seed"])
+
+
+def position_name(x: float, y: float, canvas: int) -> str:
+    col = ("left", "", "right")[min(int(3 * x / canvas), 2)]
+    row = ("top", "", "bottom")[min(int(3 * y / canvas), 2)]
+    return f"{row} {col}".strip() or "center"
+
+
+# ----------------------------------------------------------------------------- rendering
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test in coordinates normalized by the radius (u right, v down)."""
+    if shape == "circle":
+        return u ** 2 + v ** 2 <= 1.0
+    if shape == "square":
+        return (np.abs(u) <= 0.82) & (np.abs(v) <= 0.82)
+    if shape == "triangle":  # apex up, base down
+        return (v <= 0.75) & (v >= -1.0) & (np.abs(u) <= (v + 1.0) / 1.75 * 1.0)
+    if shape == "cross":
+        return ((np.abs(u) <= 0.32) & (np.abs(v) <= 0.95)) | ((np.abs(v) <= 0.32) & (np.abs(u) <= 0.95))
+    raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+
+
+def render_scene(scene: Scene, noise: float = 0.04, supersample: int = 4) -> np.ndarray:
+    """Render a scene to an (H, W, 3) uint8 image: anti-aliased shapes, colour jitter, Gaussian noise."""
+    n, s = scene.canvas, supersample
+    rng = np.random.default_rng(scene.noise_seed)
+    img = np.full((n, n, 3), scene.background, dtype=np.float64)
+    for obj in scene.objects:
+        r = obj.radius(n)
+        # only the object's bounding box is supersampled: pixels [r0, r1) x [c0, c1)
+        r0, r1 = max(int(obj.y - r) - 1, 0), min(int(obj.y + r) + 2, n)
+        c0, c1 = max(int(obj.x - r) - 1, 0), min(int(obj.x + r) + 2, n)
+        ys = (np.arange(r0 * s, r1 * s) + 0.5) / s
+        xs = (np.arange(c0 * s, c1 * s) + 0.5) / s
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")                   # (h*s, w*s) pixel-centre coordinates
+        mask = _shape_mask(obj.shape, (xx - obj.x) / r, (yy - obj.y) / r)
+        cover = mask.reshape(r1 - r0, s, c1 - c0, s).mean(axis=(1, 3))[..., None]  # (h, w, 1) coverage
+        color = np.clip(np.array(COLORS[obj.color]) + rng.uniform(-0.05, 0.05, 3), 0, 1)
+        img[r0:r1, c0:c1] = img[r0:r1, c0:c1] * (1 - cover) + color * cover
+    img = img + rng.normal(0.0, noise, img.shape)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- sampling
+def _check_holdout(holdout: Iterable[tuple[str, str]]) -> frozenset:
+    pairs = frozenset(tuple(p) for p in holdout)
+    for color, shape in pairs:
+        if color not in COLORS or shape not in SHAPES:
+            raise ValueError(f"holdout pairs must be (colour, shape) from {COLOR_NAMES} x {SHAPES}, got {(color, shape)}")
+    return pairs
+
+
+def allowed_pairs(split: str = "all", holdout: Iterable[tuple[str, str]] = DEFAULT_HOLDOUT) -> list[tuple[str, str]]:
+    """(colour, shape) pairs a split may show: 'train' leaves out `holdout`, 'heldout' is only `holdout`."""
+    held = _check_holdout(holdout)
+    every = [(c, s) for c in COLOR_NAMES for s in SHAPES]
+    if split == "all":
+        return every
+    if split == "train":
+        return [p for p in every if p not in held]
+    if split == "heldout":
+        return [p for p in every if p in held]
+    raise ValueError(f"split must be 'all', 'train' or 'heldout', got {split!r}")
+
+
+def sample_object(rng: np.random.Generator, canvas: int, pairs: Sequence[tuple[str, str]],
+                  sizes: Sequence[str] = SIZE_NAMES) -> ShapeObject:
+    color, shape = pairs[rng.integers(len(pairs))]
+    size = sizes[rng.integers(len(sizes))]
+    r = SIZES[size] * canvas
+    x, y = rng.uniform(r + 0.5, canvas - r - 0.5, size=2)
+    return ShapeObject(shape, color, size, round(float(x), 2), round(float(y), 2))
+
+
+def sample_scene(rng: np.random.Generator, n_objects: int = 1, canvas: int = 32, split: str = "all",
+                 holdout: Iterable[tuple[str, str]] = DEFAULT_HOLDOUT, sizes: Sequence[str] = SIZE_NAMES,
+                 max_tries: int = 200) -> Scene:
+    """A scene with `n_objects` non-overlapping objects; `ValueError` when they cannot fit on the canvas."""
+    if n_objects < 1:
+        raise ValueError(f"n_objects must be >= 1, got {n_objects}")
+    min_r = min(SIZES[s] for s in sizes) * canvas
+    if n_objects * (2 * min_r) ** 2 > canvas ** 2:
+        raise ValueError(f"n_objects={n_objects} objects of size {min(sizes, key=SIZES.get)!r} cannot fit "
+                         f"on a {canvas}x{canvas} canvas")
+    pairs = allowed_pairs(split, holdout)
+    for _ in range(max_tries):
+        objects: list[ShapeObject] = []
+        for _ in range(n_objects):
+            for _ in range(max_tries):
+                o = sample_object(rng, canvas, pairs, sizes)
+                if all(np.hypot(o.x - p.x, o.y - p.y) >= o.radius(canvas) + p.radius(canvas) + 1 for p in objects):
+                    objects.append(o)
+                    break
+            else:
+                break
+        if len(objects) == n_objects:
+            return Scene(tuple(objects), canvas, round(float(rng.uniform(0.05, 0.2)), 3), int(rng.integers(2 ** 31)))
+    raise ValueError(f"could not place n_objects={n_objects} without overlap on a {canvas}x{canvas} canvas "
+                     f"after {max_tries} tries; use fewer or smaller objects or a larger canvas")
+
+
+def caption(obj: ShapeObject, canvas: int, template: int | str = 0) -> str:
+    """Describe one object with a caption template (an index into CAPTION_TEMPLATES, or a format string)."""
+    fmt = CAPTION_TEMPLATES[template] if isinstance(template, int) else template
+    text = fmt.format(color=obj.color, shape=obj.shape, size=obj.size, position=obj.position(canvas))
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "an orange circle"
+
+
+# ----------------------------------------------------------------------------- datasets
+def make_shapes_dataset(n: int, seed: int = 0, canvas: int = 32, split: str = "all",
+                        holdout: Iterable[tuple[str, str]] = DEFAULT_HOLDOUT, noise: float = 0.04):
+    """A `datasets.Dataset` of `n` one-object scenes, deterministic for `seed`.
+
+    Columns: image (Image), shape / color / size (ClassLabel), x, y (pixels), position (words),
+    caption (a randomly chosen template), scene (the JSON description that renders the image).
+    """
+    from datasets import ClassLabel, Dataset, Features, Image, Value
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in ("image", "shape", "color", "size", "x", "y", "position", "caption", "scene")}
+    for _ in range(n):
+        scene = sample_scene(rng, 1, canvas, split, holdout)
+        obj = scene.objects[0]
+        rows["image"].append(render_scene(scene, noise))
+        rows["shape"].append(SHAPES.index(obj.shape))
+        rows["color"].append(COLOR_NAMES.index(obj.color))
+        rows["size"].append(SIZE_NAMES.index(obj.size))
+        rows["x"].append(obj.x)
+        rows["y"].append(obj.y)
+        rows["position"].append(obj.position(canvas))
+        rows["caption"].append(caption(obj, canvas, int(rng.integers(len(CAPTION_TEMPLATES)))))
+        rows["scene"].append(scene.to_json())
+    features = Features(image=Image(), shape=ClassLabel(names=list(SHAPES)), color=ClassLabel(names=list(COLOR_NAMES)),
+                        size=ClassLabel(names=list(SIZE_NAMES)), x=Value("float32"), y=Value("float32"),
+                        position=Value("string"), caption=Value("string"), scene=Value("string"))
+    return Dataset.from_dict(rows, features=features)
+
+
+def images_to_tensor(images) -> torch.Tensor:
+    """A list/array of (H, W, 3) uint8 images (or PIL images) -> (B, 3, H, W) float32 in [0, 1]."""
+    arr = np.stack([np.asarray(im) for im in images])       # (B, H, W, 3)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
+
+
+def dataset_tensors(ds, label: str | Sequence[str] = "shape"):
+    """Images of a ShapesWorld dataset as (B, 3, H, W) floats, with one or more label columns as int64."""
+    images = images_to_tensor(ds.with_format("numpy")["image"])
+    labels = [label] if isinstance(label, str) else list(label)
+    return (images, *(torch.as_tensor(np.asarray(ds[c]), dtype=torch.long) for c in labels))

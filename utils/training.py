@@ -1,0 +1,134 @@
+"""One training loop for every notebook (minGPT's Trainer, smaller): model, data, loss and config in;
+history out. It knows nothing of ViT, CLIP or AST.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500             # optimizer steps
+    batch_size: int = 128        # examples per step, drawn without replacement within an epoch
+    lr: float = 3e-3             # peak learning rate (AdamW)
+    weight_decay: float = 0.05   # AdamW weight decay
+    warmup: int = 50             # linear warm-up steps, then cosine decay to 0
+    grad_clip: float = 1.0       # max global gradient norm (0 = off)
+    seed: int = 0                # seeds the batch order
+    eval_every: int = 0          # call eval_fn every this many steps (0 = only at the end)
+    progress: bool = True        # show a tqdm bar
+
+
+@dataclass
+class History:
+    loss: list[float] = field(default_factory=list)           # training loss per step
+    eval_steps: list[int] = field(default_factory=list)
+    eval: list[dict] = field(default_factory=list)            # what eval_fn returned at eval_steps
+    extra: dict[str, list[float]] = field(default_factory=dict)  # per-step values a loss_fn reports
+    seconds: float = 0.0                                      # wall time of the loop
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay: the learning rate at `step`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+
+def batches(tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator):
+    """Endless shuffled mini-batches over aligned tensors (the same rows of each)."""
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"tensors must have the same length, got {[len(t) for t in tensors]}")
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the data ({n} rows)")
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1, batch_size):
+            idx = order[i:i + batch_size]
+            yield tuple(t[idx] for t in tensors)
+
+
+def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callable, cfg: TrainConfig,
+          eval_fn: Callable[[torch.nn.Module], dict] | None = None,
+          params: Sequence[torch.nn.Parameter] | None = None) -> History:
+    """Train `model` with AdamW on mini-batches of `data`.
+
+    Args:
+        model: the module; put in train mode for the loop, eval mode at the end.
+        data: aligned tensors, e.g. (images, labels); each batch is passed as `loss_fn(model, batch)`.
+        loss_fn: returns a 0-d loss, or (loss, dict of floats to log each step).
+        cfg: the TrainConfig.
+        eval_fn: optional `eval_fn(model) -> dict`, run every `cfg.eval_every` steps and at the end.
+        params: the parameters to optimize (default: every parameter that requires grad).
+    Returns:
+        History with the per-step loss, evaluations and wall time.
+    """
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]  # no weight decay on biases, norms, scalars
+    rest = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    stream, hist = batches(data, cfg.batch_size, gen), History()
+    bar = tqdm(range(cfg.steps), disable=not cfg.progress, desc="training", leave=True, mininterval=0.5)
+    start = time.perf_counter()
+    model.train()
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        out = loss_fn(model, next(stream))
+        loss, logs = out if isinstance(out, tuple) else (out, {})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        hist.loss.append(loss.item())
+        for k, v in logs.items():
+            hist.extra.setdefault(k, []).append(float(v))
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{hist.loss[-1]:.3f}")
+        if eval_fn is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            hist.eval_steps.append(step + 1)
+            hist.eval.append(eval_fn(model))
+            model.train()
+    hist.seconds = time.perf_counter() - start
+    model.eval()
+    if eval_fn is not None:
+        hist.eval_steps.append(cfg.steps)
+        hist.eval.append(eval_fn(model))
+    return hist
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Model outputs over `inputs` in eval mode, batch by batch, concatenated."""
+    model.eval()
+    return torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    return (logits.argmax(-1) == labels).float().mean().item()
+
+
+def plot_history(hist: History, ax=None, smooth: int = 20, title: str = "training loss"):
+    """The loss curve (raw and a moving average over `smooth` steps); returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5, 3))[1]
+    loss = torch.tensor(hist.loss)
+    ax.plot(loss, alpha=0.3, label="per step")
+    if len(loss) >= smooth > 1:
+        avg = loss.unfold(0, smooth, 1).mean(-1)
+        ax.plot(range(smooth - 1, len(loss)), avg, label=f"mean of {smooth}")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend()
+    return ax
