@@ -6,6 +6,7 @@ Usage: python scripts/build_notebooks.py [NN ...]
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -53,7 +54,25 @@ def build(src: Path) -> Path:
     return out
 
 
+def repo_url() -> str:
+    ns: dict = {}
+    source = (ROOT / "utils" / "bootstrap.py").read_text()
+    exec(compile(source.split("IN_COLAB =")[0], "bootstrap", "exec"), ns)
+    return ns["REPO_URL"]
+
+
+def update_readme_badges() -> None:
+    """Point the README's Colab badges at REPO_URL (the one place the URL is written by hand)."""
+    readme = ROOT / "README.md"
+    owner_repo = repo_url().removeprefix("https://github.com/")
+    text = re.sub(r"colab\.research\.google\.com/github/[^/]+/[^/]+/blob/",
+                  f"colab.research.google.com/github/{owner_repo}/blob/", readme.read_text())
+    text = re.sub(r"git clone https://github\.com/\S+", f"git clone {repo_url()}", text)
+    readme.write_text(text)
+
+
 if __name__ == "__main__":
+    update_readme_badges()
     wanted = sys.argv[1:]
     for src in sorted((ROOT / "notebooks" / "src").glob("*.py")):
         if not wanted or any(src.stem.startswith(w) for w in wanted):

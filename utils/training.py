@@ -132,3 +132,23 @@ def plot_history(hist: History, ax=None, smooth: int = 20, title: str = "trainin
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.legend()
     return ax
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 300,
+                     lr: float = 0.05, weight_decay: float = 1e-3, seed: int = 0) -> torch.nn.Linear:
+    """Logistic regression on frozen features (n, d) -> a Linear(d, num_classes), full-batch AdamW.
+
+    Features are L2-normalized first, as CLIP's linear probes are; apply the same to test features.
+    """
+    if len(features) != len(labels):
+        raise ValueError(f"features and labels must have the same length, got {len(features)} and {len(labels)}")
+    torch.manual_seed(seed)
+    x = torch.nn.functional.normalize(features.detach(), dim=-1)
+    probe = torch.nn.Linear(x.shape[1], num_classes)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(probe(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return probe.eval()

@@ -137,14 +137,15 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(self, x: torch.Tensor, return_attention: bool = False, mask: torch.Tensor | None = None):
+        """x: (B, N, D); mask: optional bool, broadcastable to (B, H, N, N), True where attending is allowed."""
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, H, D/H)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                                # 3 x (B, H, N, D/H)
         if self.fused and not return_attention:
-            out, weights = F.scaled_dot_product_attention(q, k, v), None
+            out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
         else:
-            out, weights = scaled_dot_product_attention(q, k, v)           # (B, H, N, D/H)
+            out, weights = scaled_dot_product_attention(q, k, v, mask)     # (B, H, N, D/H)
         out = self.proj(out.transpose(1, 2).reshape(B, N, D))               # (B, N, D)
         return (out, weights) if return_attention else out
 
@@ -159,8 +160,8 @@ class EncoderBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        a = self.attn(self.ln_1(x), return_attention=return_attention)
+    def forward(self, x: torch.Tensor, return_attention: bool = False, mask: torch.Tensor | None = None):
+        a = self.attn(self.ln_1(x), return_attention=return_attention, mask=mask)
         a, weights = a if return_attention else (a, None)
         x = x + a                          # (B, N, D)
         x = x + self.mlp(self.ln_2(x))     # (B, N, D)
@@ -208,7 +209,8 @@ class ViT(nn.Module):
                                     channels=cfg.channels, dim=cfg.dim, pos=cfg.pos)
         self.blocks = nn.ModuleList(EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_dim) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        # num_classes=0: no head, the model returns the CLS feature (B, D), as CLIP's image tower does
+        self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
 
     def forward_features(self, images: torch.Tensor, return_attention: bool = False):
         """All output tokens after the final LayerNorm: (B, 1+N, D) (and per-block attention weights)."""

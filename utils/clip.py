@@ -1,0 +1,199 @@
+"""CLIP: contrastive language-image pretraining, small enough to train on a CPU (notebooks 03 and 04).
+
+Radford et al., 2021, "Learning Transferable Visual Models From Natural Language Supervision", Figure 3:
+
+    I_f = image_encoder(I)                        # (n, d_i)
+    T_f = text_encoder(T)                         # (n, d_t)
+    I_e = l2_normalize(np.dot(I_f, W_i), axis=1)  # (n, d_e)
+    T_e = l2_normalize(np.dot(T_f, W_t), axis=1)  # (n, d_e)
+    logits = np.dot(I_e, T_e.T) * np.exp(t)       # (n, n)
+    loss = (cross_entropy(logits, labels, axis=0) + cross_entropy(logits, labels, axis=1)) / 2
+
+Shapes: n batch, d_i / d_t tower widths, d_e joint embedding width, L tokens, K classes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .vit import EncoderBlock, ViT, ViTConfig
+
+MAX_LOGIT_SCALE = 100.0  # the paper clips exp(t) at 100 "to prevent training instability"
+
+
+# ----------------------------------------------------------------------------- the loss
+def _check_pair(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
+    if image_embeds.dim() != 2 or text_embeds.dim() != 2:
+        raise ValueError(f"image_embeds and text_embeds must be 2-D (n, d_e), got shapes "
+                         f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}")
+    if image_embeds.shape[0] != text_embeds.shape[0]:
+        raise ValueError(f"image_embeds and text_embeds must have the same batch size n, got "
+                         f"{image_embeds.shape[0]} and {text_embeds.shape[0]}")
+    if image_embeds.shape[1] != text_embeds.shape[1]:
+        raise ValueError(f"image_embeds and text_embeds must have the same width d_e, got "
+                         f"{image_embeds.shape[1]} and {text_embeds.shape[1]}")
+
+
+def clip_logits(image_embeds: torch.Tensor, text_embeds: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Scaled pairwise cosine similarities `logits_per_image` (n_images, n_texts) = I_e T_e^T exp(t)."""
+    I_e = F.normalize(image_embeds, dim=1)   # (n, d_e)
+    T_e = F.normalize(text_embeds, dim=1)    # (n, d_e)
+    return I_e @ T_e.T * t.exp()             # (n, n)
+
+
+def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The symmetric contrastive loss of the CLIP pseudocode.
+
+    Args:
+        image_embeds: (n, d_e) projected image features I_f W_i, not yet normalized.
+        text_embeds: (n, d_e) projected text features T_f W_t, not yet normalized; row i describes image i.
+        t: 0-d tensor, the learned log-temperature (logits are scaled by exp(t)).
+    Returns:
+        0-d tensor: (cross-entropy over the rows + cross-entropy over the columns) / 2, labels arange(n).
+    """
+    _check_pair(image_embeds, text_embeds)
+    n = image_embeds.shape[0]
+    if n < 2:
+        raise ValueError("a batch of 1 has no negatives: clip_loss needs n >= 2 image-text pairs")
+    logits = clip_logits(image_embeds, text_embeds, t)          # (n, n)
+    labels = torch.arange(n, device=logits.device)
+    loss_i = F.cross_entropy(logits, labels)                      # each image picks its text (over a row)
+    loss_t = F.cross_entropy(logits.T, labels)                    # each text picks its image (over a column)
+    return (loss_i + loss_t) / 2
+
+
+# ----------------------------------------------------------------------------- the towers
+@dataclass
+class CLIPConfig:
+    vision: ViTConfig = field(default_factory=lambda: ViTConfig(dim=64, depth=4, heads=4, mlp_dim=128, num_classes=0))
+    text_tower: str = "scratch"   # 'scratch' (TextTransformer) or 'frozen' (precomputed features, e.g. MiniLM)
+    vocab_size: int = 30522       # the MiniLM WordPiece vocabulary
+    max_len: int = 24             # longest caption, in tokens
+    text_width: int = 64          # d_t of the scratch text tower
+    text_depth: int = 2
+    text_heads: int = 4
+    frozen_width: int = 384       # d_t of a frozen tower's features (MiniLM: 384)
+    embed_dim: int = 64           # d_e, the joint embedding width
+    init_t: float = math.log(1 / 0.07)
+
+    def __post_init__(self):
+        if self.text_tower not in {"scratch", "frozen"}:
+            raise ValueError(f"text_tower must be 'scratch' or 'frozen', got {self.text_tower!r}")
+        if self.vision.num_classes != 0:
+            raise ValueError("the image tower must have num_classes=0 (it returns features, not logits)")
+
+
+class TextTransformer(nn.Module):
+    """Token + position embeddings -> pre-LN Transformer blocks -> LayerNorm -> mean over real tokens."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
+        self.position_embedding = nn.Parameter(torch.randn(1, cfg.max_len, cfg.text_width) * 0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(cfg.text_width, cfg.text_heads, 2 * cfg.text_width)
+                                    for _ in range(cfg.text_depth))
+        self.norm = nn.LayerNorm(cfg.text_width)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(n, L) token ids and 0/1 mask -> (n, d_t) features."""
+        L = input_ids.shape[1]
+        x = self.token_embedding(input_ids) + self.position_embedding[:, :L]  # (n, L, d_t)
+        keep = attention_mask.bool()[:, None, None, :]                         # (n, 1, 1, L): keys to attend to
+        for block in self.blocks:
+            x = block(x, mask=keep)
+        x = self.norm(x)
+        m = attention_mask.unsqueeze(-1).to(x.dtype)                           # (n, L, 1)
+        return (x * m).sum(1) / m.sum(1).clamp_min(1.0)                        # (n, d_t)
+
+
+class TinyCLIP(nn.Module):
+    """vision_tower (a ViT) and a text tower, the projections W_i and W_t, and the log-temperature t."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision_tower = ViT(cfg.vision)
+        self.visual_projection = nn.Linear(cfg.vision.dim, cfg.embed_dim, bias=False)   # W_i
+        if cfg.text_tower == "scratch":
+            self.text_tower = TextTransformer(cfg)
+            d_t = cfg.text_width
+        else:
+            self.text_tower = None  # features come precomputed from a frozen pretrained encoder
+            d_t = cfg.frozen_width
+        self.text_projection = nn.Linear(d_t, cfg.embed_dim, bias=False)                  # W_t
+        self.t = nn.Parameter(torch.tensor(float(cfg.init_t)))
+
+    def logit_scale(self) -> torch.Tensor:
+        """exp(t), clipped at 100."""
+        return self.t.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) -> (n, d_e) projected image features (not normalized)."""
+        return self.visual_projection(self.vision_tower(images))
+
+    def encode_text(self, input_ids=None, attention_mask=None, text_features=None) -> torch.Tensor:
+        """Token ids (scratch tower) or precomputed features (frozen tower) -> (n, d_e), not normalized."""
+        if self.text_tower is None:
+            if text_features is None:
+                raise ValueError("this CLIP has a frozen text tower: pass text_features (n, d_t)")
+            return self.text_projection(text_features)
+        if input_ids is None or attention_mask is None:
+            raise ValueError("this CLIP has a scratch text tower: pass input_ids and attention_mask")
+        return self.text_projection(self.text_tower(input_ids, attention_mask))
+
+    def forward(self, images, input_ids=None, attention_mask=None, text_features=None) -> dict:
+        image_embeds = self.encode_image(images)
+        text_embeds = self.encode_text(input_ids, attention_mask, text_features)
+        t = self.logit_scale().log()
+        return {"loss": clip_loss(image_embeds, text_embeds, t),
+                "logits_per_image": clip_logits(image_embeds, text_embeds, t),
+                "image_embeds": image_embeds, "text_embeds": text_embeds}
+
+
+# ----------------------------------------------------------------------------- zero-shot and retrieval
+def zero_shot_classifier(encode_texts: Callable[[list[str]], torch.Tensor], classnames: Sequence[str],
+                         templates: Sequence[str]) -> torch.Tensor:
+    """The lecture's "create dataset classifier from label text", with prompt ensembling.
+
+    Each class's weight is the mean of its L2-normalized prompt embeddings over `templates` (each with a
+    `{}` for the class name), normalized again. Returns (K, d_e) unit rows.
+    """
+    if not classnames or not templates:
+        raise ValueError("classnames and templates must be non-empty")
+    if any("{}" not in t for t in templates):
+        raise ValueError("every template must contain '{}' for the class name")
+    prompts = [t.format(c) for c in classnames for t in templates]
+    emb = F.normalize(encode_texts(prompts), dim=-1).reshape(len(classnames), len(templates), -1)  # (K, T, d_e)
+    return F.normalize(emb.mean(1), dim=-1)                                                      # (K, d_e)
+
+
+def zero_shot_predict(image_embeds: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """The lecture's "use for zero-shot prediction": (n, d_e) images x (K, d_e) classes -> (n, K) cosines."""
+    return F.normalize(image_embeds, dim=-1) @ classifier.T
+
+
+def recall_at_k(similarity: torch.Tensor, k: int) -> float:
+    """Share of queries (rows) whose match (the same index) is among the k most similar columns."""
+    if similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"similarity must be square (query i matches item i), got {tuple(similarity.shape)}")
+    topk = similarity.topk(k, dim=1).indices                     # (n, k)
+    return (topk == torch.arange(len(similarity))[:, None]).any(1).float().mean().item()
+
+
+def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
+    """Indices of the first occurrence of each distinct key, in batch order.
+
+    Two images with the same caption in one batch would each count the other's caption as a negative;
+    keeping one of them removes those false negatives.
+    """
+    if keys.dim() != 1:
+        raise ValueError(f"keys must be 1-D, got shape {tuple(keys.shape)}")
+    order = torch.arange(len(keys))
+    same = keys[:, None] == keys[None, :]                       # (n, n)
+    earlier = same & (order[None, :] < order[:, None])          # a duplicate of an earlier row
+    return order[~earlier.any(1)]
