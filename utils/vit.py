@@ -224,6 +224,15 @@ class ViT(nn.Module):
         x = self.norm(x)
         return (x, maps) if return_attention else x
 
+    def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The token sequence after the embedding and after each block, depth + 1 tensors (B, 1+N, D)."""
+        x = self.embed(images)
+        states = [x]
+        for block in self.blocks:
+            x = block(x)
+            states.append(x)
+        return states
+
     def forward(self, images: torch.Tensor, return_attention: bool = False):
         out = self.forward_features(images, return_attention)
         x, maps = out if return_attention else (out, None)

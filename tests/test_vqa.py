@@ -1,0 +1,111 @@
+"""utils.vqa: the question generator (balance, one correct answer, determinism, impossible requests) and the scorer."""
+import collections
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from utils import shapes, vqa
+
+
+@pytest.fixture(scope="module")
+def items():
+    return vqa.make_vqa_dataset(1000, seed=3)
+
+
+def check_truth(scene: shapes.Scene, question: str, answer: str):
+    """Recompute the correct answer from the scene description alone."""
+    objs = scene.objects
+    words = question.rstrip("?").split()
+    if question.startswith("What colour is the"):
+        (o,) = [o for o in objs if o.shape == words[-1]]
+        return o.color == answer
+    if question.startswith("What shape is the"):
+        (o,) = [o for o in objs if o.color == words[-2]]
+        return o.shape == answer
+    if question.startswith("How many"):
+        target = words[2]
+        n = sum(o.color == target for o in objs) if target in shapes.COLOR_NAMES else \
+            sum(vqa.PLURALS[o.shape] == target for o in objs)
+        return str(n) == answer
+    if question.startswith("Where is the"):
+        (o,) = [o for o in objs if o.color == words[-2] and o.shape == words[-1]]
+        return vqa.WHERE_ANSWERS[o.position(scene.canvas)] == answer
+    if question.startswith("Is the"):
+        (o,) = [o for o in objs if o.shape == words[2]]
+        return answer == ("yes" if o.color == words[3] else f"no, it is {o.color}")
+    raise AssertionError(question)
+
+
+def test_each_item_has_exactly_one_correct_answer(items):
+    for row in items:
+        scene = shapes.Scene.from_json(row["scene"])
+        truths = [check_truth(scene, row["question"], c) for c in row["choices"]]
+        assert sum(truths) == 1 and truths[row["answer"]], (row["question"], row["choices"])
+        assert len(set(row["choices"])) == 4 and 2 <= len(scene.objects) <= 4
+
+
+def test_answers_are_balanced(items):
+    # the correct index is uniform, and every answer value is as often right as it is offered
+    index_counts = collections.Counter(items["answer"])
+    assert all(abs(c / len(items) - 0.25) < 0.05 for c in index_counts.values())
+    offered, right = collections.Counter(), collections.Counter()
+    for row in items:
+        for i, c in enumerate(row["choices"]):
+            offered[c] += 1
+            right[c] += i == row["answer"]
+    for value, n in offered.items():
+        if n >= 60:
+            assert abs(right[value] / n - 0.25) < 0.1, (value, right[value] / n)
+
+
+def test_question_types_are_all_present(items):
+    counts = collections.Counter(items["qtype"])
+    assert set(counts) == set(vqa.QUESTION_TYPES) and min(counts.values()) == 200
+
+
+def test_deterministic_for_a_seed():
+    a, b = vqa.make_vqa_dataset(30, seed=9), vqa.make_vqa_dataset(30, seed=9)
+    assert a["question"] == b["question"] and a["choices"] == b["choices"] and a["scene"] == b["scene"]
+    assert np.array_equal(np.asarray(a[5]["image"]), np.asarray(b[5]["image"]))
+    assert vqa.make_vqa_dataset(30, seed=10)["scene"] != a["scene"]
+
+
+def test_impossible_requests_raise():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="cannot fit"):
+        vqa.place_objects(rng, [("circle", "red", None)] * 12)
+    with pytest.raises(ValueError, match="qtype"):
+        vqa.make_item(rng, "why")
+    with pytest.raises(ValueError, match="n must"):
+        vqa.make_vqa_dataset(0)
+
+
+def test_place_objects_respects_positions():
+    rng = np.random.default_rng(1)
+    for where in vqa.POSITIONS:
+        (o,) = vqa.place_objects(rng, [("square", "blue", where)])
+        assert o.position(32) == where
+
+
+def test_caption_matching_distractors_change_one_attribute():
+    ds = vqa.make_caption_matching_dataset(50, seed=0)
+    for row in ds:
+        true = row["captions"][row["answer"]]
+        assert row["changed"][row["answer"]] == "true" and len(set(row["captions"])) == 5
+        for cap, kind in zip(row["captions"], row["changed"]):
+            if kind != "true":
+                assert cap != true and sorted(row["changed"]) == sorted(["true", "colour", "shape", "size", "position"])
+
+
+def test_scorer_shapes_and_config_errors():
+    model = vqa.AnswerScorer(vqa.VQAConfig())
+    out = model(torch.randn(3, 65, 64), torch.randn(3, 384), torch.randn(3, 4, 384))
+    assert out.shape == (3, 4)
+    only_answers = vqa.AnswerScorer(vqa.VQAConfig(use_image=False, use_question=False, pool="mean"))
+    assert only_answers(torch.randn(3, 65, 64), torch.randn(3, 384), torch.randn(3, 4, 384)).shape == (3, 4)
+    with pytest.raises(ValueError, match="pool"):
+        vqa.VQAConfig(pool="max")
+    with pytest.raises(ValueError, match="use_question"):
+        vqa.VQAConfig(use_question=False, pool="attention")
