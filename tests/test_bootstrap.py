@@ -6,7 +6,6 @@ import types
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 
 from utils import REPO_ROOT
 

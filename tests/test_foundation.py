@@ -1,5 +1,4 @@
 """utils.env, checks, training, checkpoints, shapes: behaviour, determinism and the bad inputs refused."""
-import json
 import time
 
 import numpy as np

@@ -1,6 +1,5 @@
 """utils.vqa: the question generator (balance, one correct answer, determinism, impossible requests) and the scorer."""
 import collections
-import json
 
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 
 from . import clip, shapes, training, vit
 from .pretrained import load_minilm, mean_pooled_embeddings

@@ -16,7 +16,6 @@ import math
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -164,7 +163,7 @@ fig.tight_layout();
 with torch.no_grad():
     attn_all = torch.cat([model(x_test[i:i + 250], return_attention=True)[1][-1][:, :, 0, 1:].mean(1)
                           for i in range(0, len(x_test), 250)])            # (B, N)
-background = torch.tensor([json_scene.background for json_scene in map(shapes.Scene.from_json, test_ds["scene"])])
+background = torch.tensor([scene.background for scene in map(shapes.Scene.from_json, test_ds["scene"])])
 covered = (vit.patchify(x_test, 4).reshape(len(x_test), 64, 16, 3)
            - background[:, None, None, None]).abs().amax(-1).gt(0.25).float().mean(-1).gt(0.1)  # (B, N)
 attn_on_shape = (attn_all * covered).sum(-1).mean().item() / attn_all.sum(-1).mean().item()

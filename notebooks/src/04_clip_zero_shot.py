@@ -17,7 +17,6 @@
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import skimage.data
 import torch
 import torch.nn.functional as F

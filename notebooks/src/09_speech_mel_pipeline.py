@@ -19,7 +19,6 @@ import time
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torchaudio
 from IPython.display import Audio, display

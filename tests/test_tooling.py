@@ -1,0 +1,39 @@
+"""The notebook tooling: percent-format parsing, the results table, and that every source has its notebook."""
+import importlib.util
+import json
+
+import pytest
+
+from utils import REPO_ROOT, report
+
+spec = importlib.util.spec_from_file_location("build_notebooks", REPO_ROOT / "scripts" / "build_notebooks.py")
+build_notebooks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_notebooks)
+
+
+def test_parse_percent_cells():
+    text = "# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\n# %% solution\ny = 2\n# %%\n\n"
+    cells = build_notebooks.parse_percent(text)
+    assert [c.cell_type for c in cells] == ["markdown", "code", "code"]
+    assert cells[0].source == "# Title\ntext" and cells[1].source == "x = 1"
+    assert cells[2].metadata["jupyter"]["source_hidden"] and "solution" in cells[2].metadata["tags"]
+
+
+def test_every_source_has_an_executed_notebook():
+    sources = sorted(p.stem for p in (REPO_ROOT / "notebooks" / "src").glob("*.py"))
+    built = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sources == built
+    for stem in built:
+        cells = json.loads((REPO_ROOT / "notebooks" / f"{stem}.ipynb").read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), f"{stem} is not executed in order"
+        assert not any(o["output_type"] == "error" for c in code for o in c["outputs"]), f"{stem} has an error output"
+
+
+def test_measured_prints_and_writes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
+    report.measured("99_demo", {"accuracy": 0.98765, "time (s)": 3})
+    assert "| accuracy | 0.9877 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "99_demo.json").read_text()) == {"accuracy": "0.9877", "time (s)": "3"}
+    with pytest.raises(ValueError, match="rows"):
+        report.measured("99_demo", {})
