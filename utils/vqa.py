@@ -194,17 +194,77 @@ def make_caption_matching_dataset(n: int, seed: int = 0, canvas: int = 32, noise
     return Dataset.from_dict(rows, features=features)
 
 
+# ----------------------------------------------------------------------------- object (region) features
+def object_masks(image: np.ndarray, saturation: float = 0.3, min_area: int = 6, max_objects: int = 4) -> list[np.ndarray]:
+    """Object proposals without learning: ShapesWorld's background is grey and its shapes are saturated, so
+    pixels whose saturation (max - min of R, G, B in [0, 1]) exceeds `saturation` are foreground, and each
+    connected component of at least `min_area` pixels is an object. Returns up to `max_objects` (H, W) bool
+    masks, largest first. (Real VQA systems get such regions from a trained detector.)"""
+    from scipy import ndimage
+
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    labels, n = ndimage.label(rgb.max(-1) - rgb.min(-1) > saturation)
+    masks = [labels == i for i in range(1, n + 1)]
+    return sorted((m for m in masks if m.sum() >= min_area), key=lambda m: -m.sum())[:max_objects]
+
+
+def isolate_object(image: np.ndarray, masks: list[np.ndarray], k: int, rng: np.random.Generator,
+                   grown: list[np.ndarray] | None = None) -> np.ndarray:
+    """The image with every object but the k-th painted over with the background grey and light noise:
+    a one-object scene, the kind the CLIP image tower was trained on. Returns (H, W, 3) floats in [0, 1].
+    `grown` may pass the masks already dilated by one pixel (to cover anti-aliased edges)."""
+    from scipy import ndimage
+
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    grown = grown if grown is not None else [ndimage.binary_dilation(m) for m in masks]
+    foreground = np.logical_or.reduce(grown)
+    background = np.median(rgb[~foreground], axis=0) if (~foreground).any() else np.full(3, 0.12)
+    others = foreground & ~grown[k]
+    out = rgb.copy()
+    out[others] = background + rng.normal(0.0, 0.04, (int(others.sum()), 3))
+    return np.clip(out, 0.0, 1.0)
+
+
+@torch.no_grad()
+def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed: int = 0, batch_size: int = 500):
+    """Region features from a frozen image tower: for each object proposal, the tower's CLS feature of the
+    image with only that object left, plus where it is (centre x, centre y, area as fractions of the canvas).
+
+    Returns tokens (B, K, D + 3) and valid (B, K) bool, K = max_objects (absent objects are zeros, not valid).
+    """
+    rng = np.random.default_rng(seed)
+    crops, slots = [], []
+    from scipy import ndimage
+
+    for b, image in enumerate(images):
+        masks = object_masks(image, max_objects=max_objects)
+        grown = [ndimage.binary_dilation(m) for m in masks]
+        H, W = masks[0].shape if masks else (1, 1)
+        for k, m in enumerate(masks):
+            crops.append(isolate_object(image, masks, k, rng, grown))
+            ys, xs = np.nonzero(m)
+            slots.append((b, k, xs.mean() / W, ys.mean() / H, m.sum() / (H * W)))
+    vision_tower.eval()
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
+    cls = torch.cat([vision_tower(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (n_objects, D)
+    tokens = torch.zeros(len(images), max_objects, cls.shape[1] + 3)
+    valid = torch.zeros(len(images), max_objects, dtype=torch.bool)
+    for (b, k, cx, cy, area), f in zip(slots, cls):
+        tokens[b, k, :-3], tokens[b, k, -3:], valid[b, k] = f, torch.tensor([cx, cy, area]), True
+    return tokens, valid
+
+
 # ----------------------------------------------------------------------------- the scorer
 @dataclass
 class VQAConfig:
-    image_dim: int = 64          # D, width of the frozen image tower's tokens
+    token_dim: int = 67          # width of an image token: a 64-d feature, then centre x, centre y and area
     text_dim: int = 384          # E, width of the frozen text features (MiniLM)
-    hidden: int = 512            # hidden width of the scoring MLP
+    hidden: int = 256            # hidden width
     use_image: bool = True       # the ablations switch inputs off
     use_question: bool = True
     use_answer: bool = True
-    pool: str = "attention"      # 'mean' over patch tokens, or 'attention' conditioned on the question
-    heads: int = 4               # attention heads of the question-conditioned pooling
+    pool: str = "attention"      # 'mean' over image tokens, or 'attention' conditioned on the question
+    heads: int = 2               # glimpses of the question-conditioned attention
 
     def __post_init__(self):
         if self.pool not in {"mean", "attention"}:
@@ -215,90 +275,103 @@ class VQAConfig:
             raise ValueError("at least one of use_image, use_question, use_answer must be True")
 
 
-class QuestionAttentionPool(nn.Module):
-    """Attention over patch tokens with the question as the query: which patches does the question need?"""
-
-    def __init__(self, image_dim: int, text_dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(text_dim, image_dim)
-        self.key = nn.Linear(image_dim, image_dim)
-        self.value = nn.Linear(image_dim, image_dim)
-
-    def forward(self, tokens: torch.Tensor, question: torch.Tensor, return_weights: bool = False):
-        B, N, D = tokens.shape
-        H = self.heads
-        q = self.query(question).reshape(B, H, 1, D // H)                       # (B, H, 1, D/H)
-        k = self.key(tokens).reshape(B, N, H, D // H).transpose(1, 2)           # (B, H, N, D/H)
-        v = self.value(tokens).reshape(B, N, H, D // H).transpose(1, 2)         # (B, H, N, D/H)
-        weights = (q @ k.transpose(-1, -2) / (D // H) ** 0.5).softmax(-1)      # (B, H, 1, N)
-        pooled = (weights @ v).reshape(B, D)                                     # (B, D)
-        return (pooled, weights[:, :, 0]) if return_weights else pooled
-
-
 class AnswerScorer(nn.Module):
     """score(image, question, answer) = MLP([image features; question features; answer features]).
 
-    Image features: [CLS token; pooled patch tokens]; pooled by mean or by question-conditioned attention.
+    Image features pool the image tokens (patch tokens or object tokens): by their mean, or by attention
+    with the question as the query (`heads` glimpses), plus a soft count (the sum of a per-token sigmoid)
+    per glimpse, since a softmax average cannot count.
     """
 
     def __init__(self, cfg: VQAConfig):
         super().__init__()
         self.cfg = cfg
-        self.attend = QuestionAttentionPool(cfg.image_dim, cfg.text_dim, cfg.heads) if cfg.pool == "attention" else None
-        width = cfg.use_image * 2 * cfg.image_dim + cfg.use_question * cfg.text_dim + cfg.use_answer * cfg.text_dim
-        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.hidden), nn.GELU(),
-                                 nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, 1))
+        h = cfg.hidden
+        self.question = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
+        self.answer = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
+        self.token_norm = nn.LayerNorm(cfg.token_dim - 3)  # the feature part; position and area go in as they are
+        self.token = nn.Sequential(nn.Linear(cfg.token_dim, h), nn.GELU(), nn.Linear(h, h))
+        pooled = cfg.heads * (h + 1) if cfg.pool == "attention" else h
+        self.attention = nn.Linear(h, cfg.heads) if cfg.pool == "attention" else None
+        self.count = nn.Linear(h, cfg.heads) if cfg.pool == "attention" else None
+        self.image = nn.Linear(pooled, h)
+        width = h * (cfg.use_image + cfg.use_question + cfg.use_answer)
+        self.mlp = nn.Sequential(nn.Linear(width, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
 
-    def image_features(self, tokens: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        """(B, 1+N, D) CLS + patch tokens -> (B, 2D)."""
-        cls, patches = tokens[:, 0], tokens[:, 1:]
-        pooled = self.attend(patches, question) if self.attend is not None else patches.mean(1)
-        return torch.cat([cls, pooled], dim=-1)
+    def image_features(self, tokens: torch.Tensor, valid: torch.Tensor, q: torch.Tensor, return_weights: bool = False):
+        """tokens (B, T, token_dim), valid (B, T), q (B, h) -> (B, h) (and the (B, T, heads) attention)."""
+        t = self.token(torch.cat([self.token_norm(tokens[..., :-3]), tokens[..., -3:]], -1))  # (B, T, h)
+        if self.attention is None:
+            m = valid[..., None].float()
+            pooled, weights = (t * m).sum(1) / m.sum(1).clamp_min(1.0), None        # (B, h)
+        else:
+            match = t * q[:, None]                                                  # (B, T, h)
+            logits = self.attention(match).masked_fill(~valid[..., None], float("-inf"))
+            weights = logits.softmax(1).nan_to_num(0.0)                             # (B, T, heads)
+            glimpses = torch.einsum("bth,btd->bhd", weights, t).flatten(1)          # (B, heads * h)
+            counts = (torch.sigmoid(self.count(match)) * valid[..., None]).sum(1)   # (B, heads)
+            pooled = torch.cat([glimpses, counts], dim=-1)
+        v = self.image(pooled)                                                      # (B, h)
+        return (v, weights) if return_weights else v
 
-    def forward(self, tokens: torch.Tensor, question: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-        """tokens (B, 1+N, D), question (B, E), answers (B, A, E) -> logits (B, A)."""
+    def forward(self, tokens, valid, question, answers) -> torch.Tensor:
+        """tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E) -> logits (B, A)."""
         B, A, _ = answers.shape
+        q = self.question(question)                                                 # (B, h)
         parts = []
         if self.cfg.use_image:
-            parts.append(self.image_features(tokens, question)[:, None].expand(B, A, -1))  # (B, A, 2D)
+            parts.append(self.image_features(tokens, valid, q)[:, None].expand(B, A, -1))  # (B, A, h)
         if self.cfg.use_question:
-            parts.append(question[:, None].expand(B, A, -1))                              # (B, A, E)
+            parts.append(q[:, None].expand(B, A, -1))                              # (B, A, h)
         if self.cfg.use_answer:
-            parts.append(answers)                                                          # (B, A, E)
-        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)                             # (B, A)
+            parts.append(self.answer(answers))                                      # (B, A, h)
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)                     # (B, A)
 
 
 # ----------------------------------------------------------------------------- features, training, evaluation
 @torch.no_grad()
-def encode_items(ds, vision_tower: nn.Module, text_features, layer: int = -1, batch_size: int = 500) -> dict:
+def encode_items(ds, vision_tower: nn.Module, text_features, image_tokens: str = "objects", layer: int = 2,
+                 batch_size: int = 500) -> dict:
     """Frozen features of a VQA dataset.
 
     Args:
-        vision_tower: a `utils.vit.ViT`; its CLS and patch tokens are taken after block `layer`
-            (0: the patch embeddings, -1: the final LayerNorm's output).
+        vision_tower: the CLIP image tower (a `utils.vit.ViT` with num_classes=0), kept frozen.
         text_features: texts -> (n, E) frozen sentence features (e.g. MiniLM's).
+        image_tokens: 'objects' (one region feature per object proposal, `object_features`) or 'patches'
+            (the patch tokens after block `layer`, with their grid position).
     Returns:
-        dict with tokens (B, 1+N, D), question (B, E), answers (B, A, E), answer (B,), qtype (list).
+        dict with tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E), answer (B,), qtype.
     """
-    from .shapes import images_to_tensor
+    images = ds.with_format("numpy")["image"]
+    if image_tokens == "objects":
+        tokens, valid = object_features(images, vision_tower)
+    elif image_tokens == "patches":
+        from .shapes import images_to_tensor
 
-    vision_tower.eval()
-    images = images_to_tensor(ds.with_format("numpy")["image"])
-    def tokens_of(x):
-        return vision_tower.forward_features(x) if layer == -1 else vision_tower.hidden_states(x)[layer]
-
-    tokens = torch.cat([tokens_of(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        x = images_to_tensor(images)
+        vision_tower.eval()
+        tokens = torch.cat([vision_tower.hidden_states(x[i:i + batch_size])[layer][:, 1:]
+                            for i in range(0, len(x), batch_size)])                   # (B, N, D) patch tokens
+        grid = int(tokens.shape[1] ** 0.5)
+        rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+        where = torch.stack([(cols.flatten() + 0.5) / grid, (rows.flatten() + 0.5) / grid,
+                             torch.full((grid * grid,), 1 / grid ** 2)], -1)           # (N, 3) like an object's
+        tokens = torch.cat([tokens, where.expand(len(tokens), -1, -1)], -1)           # (B, N, D + 3)
+        valid = torch.ones(tokens.shape[:2], dtype=torch.bool)
+    else:
+        raise ValueError(f"image_tokens must be 'objects' or 'patches', got {image_tokens!r}")
     choices = [list(c) for c in ds["choices"]]
-    A = len(choices[0])
-    return {"tokens": tokens, "question": text_features(list(ds["question"])),
-            "answers": text_features([a for c in choices for a in c]).reshape(len(choices), A, -1),
+    return {"tokens": tokens, "valid": valid, "question": text_features(list(ds["question"])),
+            "answers": text_features([a for c in choices for a in c]).reshape(len(choices), len(choices[0]), -1),
             "answer": torch.tensor(ds["answer"]), "qtype": list(ds["qtype"])}
 
 
+FIELDS = ("tokens", "valid", "question", "answers", "answer")
+
+
 def vqa_loss(model: AnswerScorer, batch) -> torch.Tensor:
-    tokens, question, answers, answer = batch
-    return nn.functional.cross_entropy(model(tokens, question, answers), answer)
+    tokens, valid, question, answers, answer = batch
+    return nn.functional.cross_entropy(model(tokens, valid, question, answers), answer)
 
 
 def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
@@ -308,9 +381,9 @@ def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int
 
     torch.manual_seed(seed)
     model = AnswerScorer(cfg)
-    data = (feats["tokens"], feats["question"], feats["answers"], feats["answer"])
-    hist = train(model, data, vqa_loss, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=50,
-                                                    weight_decay=0.01, seed=seed, progress=progress))
+    hist = train(model, tuple(feats[k] for k in FIELDS), vqa_loss,
+                 TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=50, weight_decay=0.01, seed=seed,
+                             progress=progress))
     return model, hist
 
 
@@ -318,7 +391,7 @@ def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int
 def evaluate(model: AnswerScorer, feats: dict) -> dict:
     """Accuracy overall and per question type, with the (B, A) probabilities."""
     model.eval()
-    probs = model(feats["tokens"], feats["question"], feats["answers"]).softmax(-1)
+    probs = model(feats["tokens"], feats["valid"], feats["question"], feats["answers"]).softmax(-1)
     correct = probs.argmax(-1) == feats["answer"]
     out = {"overall": correct.float().mean().item()}
     for t in QUESTION_TYPES:
