@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import shapes, vqa
+from utils import shapes, vqa, vqa_model
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_caption_matching_distractors_change_one_attribute():
 
 def test_object_proposals_find_the_objects():
     ds = vqa.make_vqa_dataset(200, seed=4)
-    found = [len(vqa.object_masks(np.asarray(im))) for im in ds["image"]]
+    found = [len(vqa_model.object_masks(np.asarray(im))) for im in ds["image"]]
     true = [len(shapes.Scene.from_json(s).objects) for s in ds["scene"]]
     assert np.mean(np.array(found) == np.array(true)) >= 0.95
 
@@ -112,30 +112,30 @@ def test_object_features_shapes_and_positions():
                           shapes.ShapeObject("square", "blue", "small", 24.0, 22.0)), 32, 0.1, 0)
     image = shapes.render_scene(scene)
     tower = vit.ViT(vit.ViTConfig(dim=32, depth=1, heads=2, mlp_dim=64, num_classes=0))
-    tokens, valid = vqa.object_features([image, image], tower)
+    tokens, valid = vqa_model.object_features([image, image], tower)
     assert tokens.shape == (2, 4, 32 + 3) and valid.tolist() == [[True, True, False, False]] * 2
     centres = sorted(tokens[0, :2, -3:-1].tolist())
     assert np.allclose(centres, [[8 / 32, 8 / 32], [24 / 32, 22 / 32]], atol=0.03)
-    isolated = vqa.isolate_object(image, vqa.object_masks(image), 0, np.random.default_rng(0))
-    assert len(vqa.object_masks((isolated * 255).astype(np.uint8))) == 1
+    isolated = vqa_model.isolate_object(image, vqa_model.object_masks(image), 0, np.random.default_rng(0))
+    assert len(vqa_model.object_masks((isolated * 255).astype(np.uint8))) == 1
 
 
 def test_scorer_shapes_masks_and_config_errors():
     for pool in ("attention", "mean"):
-        model = vqa.AnswerScorer(vqa.VQAConfig(token_dim=10, pool=pool))
+        model = vqa_model.AnswerScorer(vqa_model.VQAConfig(token_dim=10, pool=pool))
         tokens, valid = torch.randn(3, 4, 10), torch.tensor([[True, True, False, False]] * 3)
         out = model(tokens, valid, torch.randn(3, 384), torch.randn(3, 4, 384))
         assert out.shape == (3, 4)
         changed = tokens.clone()
         changed[:, 2:] = 100.0  # what sits in invalid slots is ignored
         torch.testing.assert_close(model(changed, valid, *model_inputs_like(out)), model(tokens, valid, *model_inputs_like(out)))
-    only_answers = vqa.AnswerScorer(vqa.VQAConfig(use_image=False, use_question=False, pool="mean"))
+    only_answers = vqa_model.AnswerScorer(vqa_model.VQAConfig(use_image=False, use_question=False, pool="mean"))
     assert only_answers(torch.randn(3, 4, 67), torch.ones(3, 4, dtype=torch.bool), torch.randn(3, 384),
                         torch.randn(3, 4, 384)).shape == (3, 4)
     with pytest.raises(ValueError, match="pool"):
-        vqa.VQAConfig(pool="max")
+        vqa_model.VQAConfig(pool="max")
     with pytest.raises(ValueError, match="use_question"):
-        vqa.VQAConfig(use_question=False, pool="attention")
+        vqa_model.VQAConfig(use_question=False, pool="attention")
 
 
 def model_inputs_like(out):

@@ -172,11 +172,16 @@ def sample_scene(rng: np.random.Generator, n_objects: int = 1, canvas: int = 32,
                      f"after {max_tries} tries; use fewer or smaller objects or a larger canvas")
 
 
+def describe(template: str, color: str, shape: str, size: str, position: str) -> str:
+    """Fill a caption template with attribute words, with the right article ("an orange circle")."""
+    text = template.format(color=color, shape=shape, size=size, position=position)
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
+
+
 def caption(obj: ShapeObject, canvas: int, template: int | str = 0) -> str:
     """Describe one object with a caption template (an index into CAPTION_TEMPLATES, or a format string)."""
     fmt = CAPTION_TEMPLATES[template] if isinstance(template, int) else template
-    text = fmt.format(color=obj.color, shape=obj.shape, size=obj.size, position=obj.position(canvas))
-    return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "an orange circle"
+    return describe(fmt, obj.color, obj.shape, obj.size, obj.position(canvas))
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -3,19 +3,12 @@
 Items follow the lecture's Visual7W-style format: a question and four candidate answers, exactly one correct,
 all of the question's answer type. Each item is generated answer-first: the correct answer is drawn uniformly,
 then a scene is built that makes it true, so neither the answers alone nor the question with the answers
-give the correct choice away (notebook 05 measures that). The model is the "simple, yet strong baseline" of
-Jabri et al., 2016, "Revisiting Visual Question Answering Baselines": an MLP scores the concatenated
-(image, question, answer) features of each candidate; a softmax over the four scores is trained with
-cross-entropy on the correct index.
-Shapes: B items, A = 4 candidates, N patch tokens, D image width, E text width.
+give the correct choice away (notebook 05 measures that). The model that answers them is in
+`utils.vqa_model`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
-import torch.nn as nn
 
 from .shapes import COLOR_NAMES, SHAPES, SIZES, Scene, ShapeObject, position_name, render_scene
 
@@ -67,12 +60,16 @@ def _pick(rng, options, exclude=()):
     return pool[rng.integers(len(pool))]
 
 
+def _shuffled(rng, correct: str, distractors: list[str]) -> tuple[list[str], int]:
+    """The correct answer and its distractors in random order, and where the correct one landed."""
+    choices = [correct] + [str(d) for d in distractors]
+    order = rng.permutation(len(choices))
+    return [choices[i] for i in order], int(np.argmax(order == 0))
+
+
 def _choices(rng, correct: str, vocabulary, k: int = 4) -> tuple[list[str], int]:
     """The correct answer and k-1 distinct distractors from the same vocabulary, shuffled."""
-    distractors = list(rng.choice([v for v in vocabulary if v != correct], size=k - 1, replace=False))
-    choices = [correct] + [str(d) for d in distractors]
-    order = rng.permutation(k)
-    return [choices[i] for i in order], int(np.argmax(order == 0))
+    return _shuffled(rng, correct, list(rng.choice([v for v in vocabulary if v != correct], size=k - 1, replace=False)))
 
 
 def _others(rng, n: int, avoid_shape=None, avoid_colour=None, avoid_pair=None):
@@ -126,10 +123,7 @@ def make_item(rng: np.random.Generator, qtype: str, canvas: int = 32) -> dict:
         correct = "yes" if correct_is_yes else f"no, it is {truth}"
         # "yes" is always a candidate and right a quarter of the time, so its presence tells nothing
         other_nos = [str(c) for c in rng.permutation([c for c in nos if c != correct])]
-        distractors = other_nos[:3] if correct_is_yes else ["yes"] + other_nos[:2]
-        choices = [correct] + distractors
-        order = rng.permutation(4)
-        choices, answer = [choices[i] for i in order], int(np.argmax(order == 0))
+        choices, answer = _shuffled(rng, correct, other_nos[:3] if correct_is_yes else ["yes"] + other_nos[:2])
     else:
         raise ValueError(f"qtype must be one of {QUESTION_TYPES}, got {qtype!r}")
     objects = place_objects(rng, specs, canvas)
@@ -165,7 +159,7 @@ def make_caption_matching_dataset(n: int, seed: int = 0, canvas: int = 32, noise
     (colour, shape, size, position), shuffled. Columns: image, captions (5), answer, changed (5), scene."""
     from datasets import Dataset, Features, Image, Sequence, Value
 
-    from .shapes import SIZE_NAMES, caption, sample_scene
+    from .shapes import SIZE_NAMES, describe, sample_scene
 
     rng = np.random.default_rng(seed)
     template = "a {size} {color} {shape} in the {position}"
@@ -174,14 +168,12 @@ def make_caption_matching_dataset(n: int, seed: int = 0, canvas: int = 32, noise
         scene = sample_scene(rng, 1, canvas)
         obj = scene.objects[0]
         where = obj.position(canvas)
-        true = caption(obj, canvas, template)
         fields = {"color": obj.color, "shape": obj.shape, "size": obj.size, "position": where}
         variants = {"colour": dict(fields, color=_pick(rng, COLOR_NAMES, (obj.color,))),
                     "shape": dict(fields, shape=_pick(rng, SHAPES, (obj.shape,))),
                     "size": dict(fields, size=_pick(rng, SIZE_NAMES, (obj.size,))),
                     "position": dict(fields, position=_pick(rng, POSITIONS, (where,)))}
-        texts = [true] + [caption(obj, canvas, template.replace("{position}", v["position"]).replace(
-            "{color}", v["color"]).replace("{shape}", v["shape"]).replace("{size}", v["size"])) for v in variants.values()]
+        texts = [describe(template, **fields)] + [describe(template, **v) for v in variants.values()]
         kinds = ["true"] + list(variants)
         order = rng.permutation(5)
         rows["image"].append(render_scene(scene, noise))
@@ -194,209 +186,3 @@ def make_caption_matching_dataset(n: int, seed: int = 0, canvas: int = 32, noise
     return Dataset.from_dict(rows, features=features)
 
 
-# ----------------------------------------------------------------------------- object (region) features
-def object_masks(image: np.ndarray, saturation: float = 0.3, min_area: int = 6, max_objects: int = 4) -> list[np.ndarray]:
-    """Object proposals without learning: ShapesWorld's background is grey and its shapes are saturated, so
-    pixels whose saturation (max - min of R, G, B in [0, 1]) exceeds `saturation` are foreground, and each
-    connected component of at least `min_area` pixels is an object. Returns up to `max_objects` (H, W) bool
-    masks, largest first. (Real VQA systems get such regions from a trained detector.)"""
-    from scipy import ndimage
-
-    rgb = np.asarray(image, dtype=np.float32) / 255.0
-    labels, n = ndimage.label(rgb.max(-1) - rgb.min(-1) > saturation)
-    masks = [labels == i for i in range(1, n + 1)]
-    return sorted((m for m in masks if m.sum() >= min_area), key=lambda m: -m.sum())[:max_objects]
-
-
-def isolate_object(image: np.ndarray, masks: list[np.ndarray], k: int, rng: np.random.Generator,
-                   grown: list[np.ndarray] | None = None) -> np.ndarray:
-    """The image with every object but the k-th painted over with the background grey and light noise:
-    a one-object scene, the kind the CLIP image tower was trained on. Returns (H, W, 3) floats in [0, 1].
-    `grown` may pass the masks already dilated by one pixel (to cover anti-aliased edges)."""
-    from scipy import ndimage
-
-    rgb = np.asarray(image, dtype=np.float32) / 255.0
-    grown = grown if grown is not None else [ndimage.binary_dilation(m) for m in masks]
-    foreground = np.logical_or.reduce(grown)
-    background = np.median(rgb[~foreground], axis=0) if (~foreground).any() else np.full(3, 0.12)
-    others = foreground & ~grown[k]
-    out = rgb.copy()
-    out[others] = background + rng.normal(0.0, 0.04, (int(others.sum()), 3))
-    return np.clip(out, 0.0, 1.0)
-
-
-@torch.no_grad()
-def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed: int = 0, batch_size: int = 500):
-    """Region features from a frozen image tower: for each object proposal, the tower's CLS feature of the
-    image with only that object left, plus where it is (centre x, centre y, area as fractions of the canvas).
-
-    Returns tokens (B, K, D + 3) and valid (B, K) bool, K = max_objects (absent objects are zeros, not valid).
-    """
-    rng = np.random.default_rng(seed)
-    crops, slots = [], []
-    from scipy import ndimage
-
-    for b, image in enumerate(images):
-        masks = object_masks(image, max_objects=max_objects)
-        grown = [ndimage.binary_dilation(m) for m in masks]
-        H, W = masks[0].shape if masks else (1, 1)
-        for k, m in enumerate(masks):
-            crops.append(isolate_object(image, masks, k, rng, grown))
-            ys, xs = np.nonzero(m)
-            slots.append((b, k, xs.mean() / W, ys.mean() / H, m.sum() / (H * W)))
-    vision_tower.eval()
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
-    cls = torch.cat([vision_tower(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (n_objects, D)
-    tokens = torch.zeros(len(images), max_objects, cls.shape[1] + 3)
-    valid = torch.zeros(len(images), max_objects, dtype=torch.bool)
-    for (b, k, cx, cy, area), f in zip(slots, cls):
-        tokens[b, k, :-3], tokens[b, k, -3:], valid[b, k] = f, torch.tensor([cx, cy, area]), True
-    return tokens, valid
-
-
-# ----------------------------------------------------------------------------- the scorer
-@dataclass
-class VQAConfig:
-    token_dim: int = 67          # width of an image token: a 64-d feature, then centre x, centre y and area
-    text_dim: int = 384          # E, width of the frozen text features (MiniLM)
-    hidden: int = 256            # hidden width
-    use_image: bool = True       # the ablations switch inputs off
-    use_question: bool = True
-    use_answer: bool = True
-    pool: str = "attention"      # 'mean' over image tokens, or 'attention' conditioned on the question
-    heads: int = 2               # glimpses of the question-conditioned attention
-
-    def __post_init__(self):
-        if self.pool not in {"mean", "attention"}:
-            raise ValueError(f"pool must be 'mean' or 'attention', got {self.pool!r}")
-        if self.pool == "attention" and not self.use_question:
-            raise ValueError("pool='attention' needs use_question=True (the question is the query)")
-        if not (self.use_image or self.use_question or self.use_answer):
-            raise ValueError("at least one of use_image, use_question, use_answer must be True")
-
-
-class AnswerScorer(nn.Module):
-    """score(image, question, answer) = MLP([image features; question features; answer features]).
-
-    Image features pool the image tokens (patch tokens or object tokens): by their mean, or by attention
-    with the question as the query (`heads` glimpses), plus a soft count (the sum of a per-token sigmoid)
-    per glimpse, since a softmax average cannot count.
-    """
-
-    def __init__(self, cfg: VQAConfig):
-        super().__init__()
-        self.cfg = cfg
-        h = cfg.hidden
-        self.question = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
-        self.answer = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
-        self.token_norm = nn.LayerNorm(cfg.token_dim - 3)  # the feature part; position and area go in as they are
-        self.token = nn.Sequential(nn.Linear(cfg.token_dim, h), nn.GELU(), nn.Linear(h, h))
-        pooled = cfg.heads * (h + 1) if cfg.pool == "attention" else h
-        self.attention = nn.Linear(h, cfg.heads) if cfg.pool == "attention" else None
-        self.count = nn.Linear(h, cfg.heads) if cfg.pool == "attention" else None
-        self.image = nn.Linear(pooled, h)
-        width = h * (cfg.use_image + cfg.use_question + cfg.use_answer)
-        self.mlp = nn.Sequential(nn.Linear(width, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
-
-    def image_features(self, tokens: torch.Tensor, valid: torch.Tensor, q: torch.Tensor, return_weights: bool = False):
-        """tokens (B, T, token_dim), valid (B, T), q (B, h) -> (B, h) (and the (B, T, heads) attention)."""
-        t = self.token(torch.cat([self.token_norm(tokens[..., :-3]), tokens[..., -3:]], -1))  # (B, T, h)
-        if self.attention is None:
-            m = valid[..., None].float()
-            pooled, weights = (t * m).sum(1) / m.sum(1).clamp_min(1.0), None        # (B, h)
-        else:
-            match = t * q[:, None]                                                  # (B, T, h)
-            logits = self.attention(match).masked_fill(~valid[..., None], float("-inf"))
-            weights = logits.softmax(1).nan_to_num(0.0)                             # (B, T, heads)
-            glimpses = torch.einsum("bth,btd->bhd", weights, t).flatten(1)          # (B, heads * h)
-            counts = (torch.sigmoid(self.count(match)) * valid[..., None]).sum(1)   # (B, heads)
-            pooled = torch.cat([glimpses, counts], dim=-1)
-        v = self.image(pooled)                                                      # (B, h)
-        return (v, weights) if return_weights else v
-
-    def forward(self, tokens, valid, question, answers) -> torch.Tensor:
-        """tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E) -> logits (B, A)."""
-        B, A, _ = answers.shape
-        q = self.question(question)                                                 # (B, h)
-        parts = []
-        if self.cfg.use_image:
-            parts.append(self.image_features(tokens, valid, q)[:, None].expand(B, A, -1))  # (B, A, h)
-        if self.cfg.use_question:
-            parts.append(q[:, None].expand(B, A, -1))                              # (B, A, h)
-        if self.cfg.use_answer:
-            parts.append(self.answer(answers))                                      # (B, A, h)
-        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)                     # (B, A)
-
-
-# ----------------------------------------------------------------------------- features, training, evaluation
-@torch.no_grad()
-def encode_items(ds, vision_tower: nn.Module, text_features, image_tokens: str = "objects", layer: int = 2,
-                 batch_size: int = 500) -> dict:
-    """Frozen features of a VQA dataset.
-
-    Args:
-        vision_tower: the CLIP image tower (a `utils.vit.ViT` with num_classes=0), kept frozen.
-        text_features: texts -> (n, E) frozen sentence features (e.g. MiniLM's).
-        image_tokens: 'objects' (one region feature per object proposal, `object_features`) or 'patches'
-            (the patch tokens after block `layer`, with their grid position).
-    Returns:
-        dict with tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E), answer (B,), qtype.
-    """
-    images = ds.with_format("numpy")["image"]
-    if image_tokens == "objects":
-        tokens, valid = object_features(images, vision_tower)
-    elif image_tokens == "patches":
-        from .shapes import images_to_tensor
-
-        x = images_to_tensor(images)
-        vision_tower.eval()
-        tokens = torch.cat([vision_tower.hidden_states(x[i:i + batch_size])[layer][:, 1:]
-                            for i in range(0, len(x), batch_size)])                   # (B, N, D) patch tokens
-        grid = int(tokens.shape[1] ** 0.5)
-        rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-        where = torch.stack([(cols.flatten() + 0.5) / grid, (rows.flatten() + 0.5) / grid,
-                             torch.full((grid * grid,), 1 / grid ** 2)], -1)           # (N, 3) like an object's
-        tokens = torch.cat([tokens, where.expand(len(tokens), -1, -1)], -1)           # (B, N, D + 3)
-        valid = torch.ones(tokens.shape[:2], dtype=torch.bool)
-    else:
-        raise ValueError(f"image_tokens must be 'objects' or 'patches', got {image_tokens!r}")
-    choices = [list(c) for c in ds["choices"]]
-    return {"tokens": tokens, "valid": valid, "question": text_features(list(ds["question"])),
-            "answers": text_features([a for c in choices for a in c]).reshape(len(choices), len(choices[0]), -1),
-            "answer": torch.tensor(ds["answer"]), "qtype": list(ds["qtype"])}
-
-
-FIELDS = ("tokens", "valid", "question", "answers", "answer")
-
-
-def vqa_loss(model: AnswerScorer, batch) -> torch.Tensor:
-    tokens, valid, question, answers, answer = batch
-    return nn.functional.cross_entropy(model(tokens, valid, question, answers), answer)
-
-
-def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
-                 seed: int = 0, progress: bool = True):
-    """Train an AnswerScorer on encoded items with the shared loop; returns (model, History)."""
-    from .training import TrainConfig, train
-
-    torch.manual_seed(seed)
-    model = AnswerScorer(cfg)
-    hist = train(model, tuple(feats[k] for k in FIELDS), vqa_loss,
-                 TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=50, weight_decay=0.01, seed=seed,
-                             progress=progress))
-    return model, hist
-
-
-@torch.no_grad()
-def evaluate(model: AnswerScorer, feats: dict) -> dict:
-    """Accuracy overall and per question type, with the (B, A) probabilities."""
-    model.eval()
-    probs = model(feats["tokens"], feats["valid"], feats["question"], feats["answers"]).softmax(-1)
-    correct = probs.argmax(-1) == feats["answer"]
-    out = {"overall": correct.float().mean().item()}
-    for t in QUESTION_TYPES:
-        mask = torch.tensor([q == t for q in feats["qtype"]])
-        if mask.any():
-            out[t] = correct[mask].float().mean().item()
-    out["probs"] = probs
-    return out

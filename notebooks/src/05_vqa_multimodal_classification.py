@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils import DATA_DIR, checks, clip_shapes, env, plotting, report, shapes, training, vqa
+from utils import DATA_DIR, checks, clip_shapes, env, plotting, report, shapes, training, vqa, vqa_model
 
 device = env.setup(seed=0)
 t_start = time.perf_counter()
@@ -91,22 +91,22 @@ assert np.abs(answer_share - 0.25).max() < 0.02 and max(abs(r - 0.25) for r in r
 # %%
 row = test_ds[3]
 image = np.asarray(row["image"])
-masks = vqa.object_masks(image)
+masks = vqa_model.object_masks(image)
 rng = np.random.default_rng(0)
 fig, axes = plt.subplots(1, 2 + len(masks), figsize=(2.2 * (2 + len(masks)), 2.4))
 plotting.show_image(image, axes[0], "the scene")
 axes[1].imshow(sum((k + 1) * m for k, m in enumerate(masks)), cmap="tab10", vmin=0, vmax=9)
 axes[1].set_xticks([]), axes[1].set_yticks([]), axes[1].set_title(f"{len(masks)} object proposals", fontsize=9)
 for k in range(len(masks)):
-    plotting.show_image(vqa.isolate_object(image, masks, k, rng), axes[2 + k], f"object {k} alone")
+    plotting.show_image(vqa_model.isolate_object(image, masks, k, rng), axes[2 + k], f"object {k} alone")
 fig.tight_layout();
 
 # %%
 clip_model = clip_shapes.load_shipped("minilm", DATA_DIR / "checkpoints")
 text = clip_shapes.TextEncoder("minilm")
 t0 = time.perf_counter()
-train_feats = vqa.encode_items(train_ds, clip_model.vision_tower, text.features, image_tokens="objects")
-test_feats = vqa.encode_items(test_ds, clip_model.vision_tower, text.features, image_tokens="objects")
+train_feats = vqa_model.encode_items(train_ds, clip_model.vision_tower, text.features, image_tokens="objects")
+test_feats = vqa_model.encode_items(test_ds, clip_model.vision_tower, text.features, image_tokens="objects")
 true_counts = torch.tensor([len(shapes.Scene.from_json(s).objects) for s in test_ds["scene"]])
 found_counts = test_feats["valid"].sum(1)
 print(f"encoded {len(train_ds) + len(test_ds)} items in {time.perf_counter() - t0:.0f} s; image tokens "
@@ -123,8 +123,8 @@ print(f"object proposals found exactly the scene's objects in {(found_counts == 
 # with cross-entropy on the correct index.
 
 # %%
-model, hist = vqa.train_scorer(vqa.VQAConfig(pool="attention"), train_feats, steps=1500, lr=1e-3)
-full = vqa.evaluate(model, test_feats)
+model, hist = vqa_model.train_scorer(vqa_model.VQAConfig(pool="attention"), train_feats, steps=1500, lr=1e-3)
+full = vqa_model.evaluate(model, test_feats)
 print(f"trained in {hist.seconds:.0f} s; test accuracy {full['overall']:.1%} (chance 25%)")
 for t in vqa.QUESTION_TYPES:
     print(f"  {t:7s} {full[t]:.1%}")
@@ -141,11 +141,11 @@ assert full["overall"] >= 0.90
 
 # %%
 ablations = {}
-for name, cfg, steps in (("answer only", vqa.VQAConfig(use_image=False, use_question=False, pool="mean"), 200),
-                         ("question + answer", vqa.VQAConfig(use_image=False, pool="mean"), 200),
-                         ("image + answer", vqa.VQAConfig(use_question=False, pool="mean"), 400)):
-    m, _ = vqa.train_scorer(cfg, train_feats, steps=steps, progress=False)
-    ablations[name] = vqa.evaluate(m, test_feats)
+for name, cfg, steps in (("answer only", vqa_model.VQAConfig(use_image=False, use_question=False, pool="mean"), 200),
+                         ("question + answer", vqa_model.VQAConfig(use_image=False, pool="mean"), 200),
+                         ("image + answer", vqa_model.VQAConfig(use_question=False, pool="mean"), 400)):
+    m, _ = vqa_model.train_scorer(cfg, train_feats, steps=steps, progress=False)
+    ablations[name] = vqa_model.evaluate(m, test_feats)
 ablations["image + question + answer"] = full
 print(f"{'':28s}{'overall':>9s}" + "".join(f"{t:>9s}" for t in vqa.QUESTION_TYPES))
 for name, r in ablations.items():
@@ -162,16 +162,16 @@ assert ablations["answer only"]["overall"] <= 0.32 and ablations["question + ans
 # more).
 
 # %%
-patch_train = vqa.encode_items(train_ds.select(range(2000)), clip_model.vision_tower, text.features, image_tokens="patches")
-patch_test = vqa.encode_items(test_ds.select(range(600)), clip_model.vision_tower, text.features, image_tokens="patches")
+patch_train = vqa_model.encode_items(train_ds.select(range(2000)), clip_model.vision_tower, text.features, image_tokens="patches")
+patch_test = vqa_model.encode_items(test_ds.select(range(600)), clip_model.vision_tower, text.features, image_tokens="patches")
 object_small = {k: v[:2000] for k, v in train_feats.items()}
 object_test = {k: v[:600] for k, v in test_feats.items()}
 features_cmp = {}
 for name, feats, feats_test, pool in (("patch tokens, mean", patch_train, patch_test, "mean"),
                                       ("patch tokens, question attention", patch_train, patch_test, "attention"),
                                       ("object features, question attention", object_small, object_test, "attention")):
-    m, _ = vqa.train_scorer(vqa.VQAConfig(pool=pool), feats, steps=200, batch_size=64, progress=False)
-    features_cmp[name] = vqa.evaluate(m, feats_test)["overall"]
+    m, _ = vqa_model.train_scorer(vqa_model.VQAConfig(pool=pool), feats, steps=200, batch_size=64, progress=False)
+    features_cmp[name] = vqa_model.evaluate(m, feats_test)["overall"]
     print(f"{name:38s} {features_cmp[name]:.1%}")
 assert features_cmp["object features, question attention"] > features_cmp["patch tokens, question attention"] + 0.2
 
@@ -224,17 +224,11 @@ cap_test = vqa.make_caption_matching_dataset(600, seed=6)
 print("captions of one item:", cap_test[0]["captions"], "changed:", cap_test[0]["changed"])
 
 
-def caption_features(ds):
-    tokens, valid = vqa.object_features(ds.with_format("numpy")["image"], clip_model.vision_tower)
-    caps = [c for row in ds["captions"] for c in row]
-    return {"tokens": tokens, "valid": valid, "question": torch.zeros(len(ds), 384),
-            "answers": text.features(caps).reshape(len(ds), 5, -1), "answer": torch.tensor(ds["answer"]),
-            "qtype": ["caption"] * len(ds)}
-
-
-cap_train_feats, cap_test_feats = caption_features(cap_train), caption_features(cap_test)
-scorer, _ = vqa.train_scorer(vqa.VQAConfig(use_question=False, pool="mean"), cap_train_feats, steps=300, progress=False)
-scorer_correct = vqa.evaluate(scorer, cap_test_feats)["probs"].argmax(1) == cap_test_feats["answer"]
+cap_train_feats = vqa_model.encode_caption_items(cap_train, clip_model.vision_tower, text.features)
+cap_test_feats = vqa_model.encode_caption_items(cap_test, clip_model.vision_tower, text.features)
+scorer, _ = vqa_model.train_scorer(vqa_model.VQAConfig(use_question=False, pool="mean"), cap_train_feats, steps=300, progress=False)
+scorer_probs = vqa_model.evaluate(scorer, cap_test_feats)["probs"]                                         # (n, 5)
+scorer_correct = scorer_probs.argmax(1) == cap_test_feats["answer"]
 cap_images = shapes.images_to_tensor(cap_test.with_format("numpy")["image"])                        # (n, 3, 32, 32)
 with torch.no_grad():
     img_e = F.normalize(clip_shapes.image_embeddings(clip_model, cap_images), dim=-1)                  # (n, d_e)
@@ -244,9 +238,7 @@ clip_correct = sims.argmax(1) == cap_test_feats["answer"]
 print(f"caption matching, 5 candidates (chance 20%): CLIP zero-shot {clip_correct.float().mean():.1%}, "
       f"trained scorer {scorer_correct.float().mean():.1%}")
 # which distractor fooled each when wrong
-for name, correct, scores in (("CLIP zero-shot", clip_correct, sims), ("trained scorer", scorer_correct, None)):
-    if scores is None:
-        scores = vqa.evaluate(scorer, cap_test_feats)["probs"]
+for name, correct, scores in (("CLIP zero-shot", clip_correct, sims), ("trained scorer", scorer_correct, scorer_probs)):
     kinds = [cap_test[i]["changed"][scores[i].argmax().item()] for i in torch.nonzero(~correct).flatten().tolist()]
     print(f"  {name}: wrong picks changed " + ", ".join(f"{k} {kinds.count(k)}" for k in ("colour", "shape", "size", "position")))
 clip_match, scorer_match = clip_correct.float().mean().item(), scorer_correct.float().mean().item()

@@ -1,0 +1,243 @@
+"""The multiple-choice scorer of notebook 05 and the frozen features it reads.
+
+Jabri et al., 2016, "Revisiting Visual Question Answering Baselines": an MLP scores the concatenated
+(image, question, answer) features of each candidate; a softmax over the candidates is trained with
+cross-entropy on the correct index. Image features are region features from the frozen CLIP image tower
+(one per object proposal, as in Anderson et al., 2018) or its patch tokens.
+Shapes: B items, A candidates, T image tokens, D image width, E text width, h hidden width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .vqa import QUESTION_TYPES
+
+
+# ----------------------------------------------------------------------------- object (region) features
+def object_masks(image: np.ndarray, saturation: float = 0.3, min_area: int = 6, max_objects: int = 4) -> list[np.ndarray]:
+    """Object proposals without learning: ShapesWorld's background is grey and its shapes are saturated, so
+    pixels whose saturation (max - min of R, G, B in [0, 1]) exceeds `saturation` are foreground, and each
+    connected component of at least `min_area` pixels is an object. Returns up to `max_objects` (H, W) bool
+    masks, largest first. (Real VQA systems get such regions from a trained detector.)"""
+    from scipy import ndimage
+
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    labels, n = ndimage.label(rgb.max(-1) - rgb.min(-1) > saturation)
+    masks = [labels == i for i in range(1, n + 1)]
+    return sorted((m for m in masks if m.sum() >= min_area), key=lambda m: -m.sum())[:max_objects]
+
+
+def isolate_object(image: np.ndarray, masks: list[np.ndarray], k: int, rng: np.random.Generator,
+                   grown: list[np.ndarray] | None = None) -> np.ndarray:
+    """The image with every object but the k-th painted over with the background grey and light noise:
+    a one-object scene, the kind the CLIP image tower was trained on. Returns (H, W, 3) floats in [0, 1].
+    `grown` may pass the masks already dilated by one pixel (to cover anti-aliased edges)."""
+    from scipy import ndimage
+
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    grown = grown if grown is not None else [ndimage.binary_dilation(m) for m in masks]
+    foreground = np.logical_or.reduce(grown)
+    background = np.median(rgb[~foreground], axis=0) if (~foreground).any() else np.full(3, 0.12)
+    others = foreground & ~grown[k]
+    out = rgb.copy()
+    out[others] = background + rng.normal(0.0, 0.04, (int(others.sum()), 3))
+    return np.clip(out, 0.0, 1.0)
+
+
+@torch.no_grad()
+def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed: int = 0, batch_size: int = 500):
+    """Region features from a frozen image tower: for each object proposal, the tower's CLS feature of the
+    image with only that object left, plus where it is (centre x, centre y, area as fractions of the canvas).
+
+    Returns tokens (B, K, D + 3) and valid (B, K) bool, K = max_objects (absent objects are zeros, not valid).
+    """
+    rng = np.random.default_rng(seed)
+    crops, slots = [], []
+    from scipy import ndimage
+
+    for b, image in enumerate(images):
+        masks = object_masks(image, max_objects=max_objects)
+        grown = [ndimage.binary_dilation(m) for m in masks]
+        H, W = masks[0].shape if masks else (1, 1)
+        for k, m in enumerate(masks):
+            crops.append(isolate_object(image, masks, k, rng, grown))
+            ys, xs = np.nonzero(m)
+            slots.append((b, k, xs.mean() / W, ys.mean() / H, m.sum() / (H * W)))
+    vision_tower.eval()
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
+    cls = torch.cat([vision_tower(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (n_objects, D)
+    tokens = torch.zeros(len(images), max_objects, cls.shape[1] + 3)
+    valid = torch.zeros(len(images), max_objects, dtype=torch.bool)
+    for (b, k, cx, cy, area), f in zip(slots, cls):
+        tokens[b, k, :-3], tokens[b, k, -3:], valid[b, k] = f, torch.tensor([cx, cy, area]), True
+    return tokens, valid
+
+
+# ----------------------------------------------------------------------------- the scorer
+@dataclass
+class VQAConfig:
+    token_dim: int = 67          # width of an image token: a 64-d feature, then centre x, centre y and area
+    text_dim: int = 384          # E, width of the frozen text features (MiniLM)
+    hidden: int = 256            # hidden width
+    use_image: bool = True       # the ablations switch inputs off
+    use_question: bool = True
+    use_answer: bool = True
+    pool: str = "attention"      # 'mean' over image tokens, or 'attention' conditioned on the question
+    heads: int = 2               # glimpses of the question-conditioned attention
+
+    def __post_init__(self):
+        if self.pool not in {"mean", "attention"}:
+            raise ValueError(f"pool must be 'mean' or 'attention', got {self.pool!r}")
+        if self.pool == "attention" and not self.use_question:
+            raise ValueError("pool='attention' needs use_question=True (the question is the query)")
+        if not (self.use_image or self.use_question or self.use_answer):
+            raise ValueError("at least one of use_image, use_question, use_answer must be True")
+
+
+class AnswerScorer(nn.Module):
+    """score(image, question, answer) = MLP([image features; question features; answer features]).
+
+    Image features pool the image tokens (patch tokens or object tokens): by their mean, or by attention
+    with the question as the query (`heads` glimpses), plus a soft count (the sum of a per-token sigmoid)
+    per glimpse, since a softmax average cannot count.
+    """
+
+    def __init__(self, cfg: VQAConfig):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden
+        self.question = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
+        self.answer = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
+        self.token_norm = nn.LayerNorm(cfg.token_dim - 3)  # the feature part; position and area go in as they are
+        self.token = nn.Sequential(nn.Linear(cfg.token_dim, h), nn.GELU(), nn.Linear(h, h))
+        pooled = cfg.heads * (h + 1) if cfg.pool == "attention" else h
+        self.attention = nn.Linear(h, cfg.heads) if cfg.pool == "attention" else None
+        self.count = nn.Linear(h, cfg.heads) if cfg.pool == "attention" else None
+        self.image = nn.Linear(pooled, h)
+        width = h * (cfg.use_image + cfg.use_question + cfg.use_answer)
+        self.mlp = nn.Sequential(nn.Linear(width, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
+
+    def image_features(self, tokens: torch.Tensor, valid: torch.Tensor, q: torch.Tensor, return_weights: bool = False):
+        """tokens (B, T, token_dim), valid (B, T), q (B, h) -> (B, h) (and the (B, T, heads) attention)."""
+        t = self.token(torch.cat([self.token_norm(tokens[..., :-3]), tokens[..., -3:]], -1))  # (B, T, h)
+        if self.attention is None:
+            m = valid[..., None].float()
+            pooled, weights = (t * m).sum(1) / m.sum(1).clamp_min(1.0), None        # (B, h)
+        else:
+            match = t * q[:, None]                                                  # (B, T, h)
+            logits = self.attention(match).masked_fill(~valid[..., None], float("-inf"))
+            weights = logits.softmax(1).nan_to_num(0.0)                             # (B, T, heads)
+            glimpses = torch.einsum("bth,btd->bhd", weights, t).flatten(1)          # (B, heads * h)
+            counts = (torch.sigmoid(self.count(match)) * valid[..., None]).sum(1)   # (B, heads)
+            pooled = torch.cat([glimpses, counts], dim=-1)
+        v = self.image(pooled)                                                      # (B, h)
+        return (v, weights) if return_weights else v
+
+    def forward(self, tokens, valid, question, answers) -> torch.Tensor:
+        """tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E) -> logits (B, A)."""
+        B, A, _ = answers.shape
+        q = self.question(question)                                                 # (B, h)
+        parts = []
+        if self.cfg.use_image:
+            parts.append(self.image_features(tokens, valid, q)[:, None].expand(B, A, -1))  # (B, A, h)
+        if self.cfg.use_question:
+            parts.append(q[:, None].expand(B, A, -1))                              # (B, A, h)
+        if self.cfg.use_answer:
+            parts.append(self.answer(answers))                                      # (B, A, h)
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)                     # (B, A)
+
+
+# ----------------------------------------------------------------------------- features, training, evaluation
+@torch.no_grad()
+def frozen_image_tokens(images, vision_tower: nn.Module, kind: str = "objects", layer: int = 2, batch_size: int = 500):
+    """Frozen image tokens (B, T, D + 3) and valid (B, T) from the CLIP image tower.
+
+    kind: 'objects' (one region feature per object proposal, `object_features`) or 'patches' (the patch
+    tokens after block `layer`, each with its grid position, like an object's centre and area).
+    """
+    if kind == "objects":
+        return object_features(images, vision_tower)
+    if kind != "patches":
+        raise ValueError(f"image_tokens must be 'objects' or 'patches', got {kind!r}")
+    from .shapes import images_to_tensor
+
+    x = images_to_tensor(images)
+    vision_tower.eval()
+    tokens = torch.cat([vision_tower.hidden_states(x[i:i + batch_size])[layer][:, 1:]
+                        for i in range(0, len(x), batch_size)])                   # (B, N, D) patch tokens
+    grid = int(tokens.shape[1] ** 0.5)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    where = torch.stack([(cols.flatten() + 0.5) / grid, (rows.flatten() + 0.5) / grid,
+                         torch.full((grid * grid,), 1 / grid ** 2)], -1)           # (N, 3)
+    tokens = torch.cat([tokens, where.expand(len(tokens), -1, -1)], -1)           # (B, N, D + 3)
+    return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool)
+
+
+def _encode(ds, vision_tower, text_features, candidates: str, kind: str, layer: int, question=None) -> dict:
+    tokens, valid = frozen_image_tokens(ds.with_format("numpy")["image"], vision_tower, kind, layer)
+    choices = [list(c) for c in ds[candidates]]
+    answers = text_features([a for c in choices for a in c]).reshape(len(choices), len(choices[0]), -1)
+    return {"tokens": tokens, "valid": valid, "answers": answers, "answer": torch.tensor(ds["answer"]),
+            "question": question if question is not None else text_features(list(ds["question"])),
+            "qtype": list(ds["qtype"]) if "qtype" in ds.column_names else ["caption"] * len(ds)}
+
+
+@torch.no_grad()
+def encode_items(ds, vision_tower: nn.Module, text_features, image_tokens: str = "objects", layer: int = 2) -> dict:
+    """Frozen features of a VQA dataset.
+
+    Args:
+        vision_tower: the CLIP image tower (a `utils.vit.ViT` with num_classes=0), kept frozen.
+        text_features: texts -> (n, E) frozen sentence features (e.g. MiniLM's).
+        image_tokens: 'objects' or 'patches' (see `frozen_image_tokens`).
+    Returns:
+        dict with tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E), answer (B,), qtype.
+    """
+    return _encode(ds, vision_tower, text_features, "choices", image_tokens, layer)
+
+
+@torch.no_grad()
+def encode_caption_items(ds, vision_tower: nn.Module, text_features, text_dim: int = 384) -> dict:
+    """Frozen features of a caption-matching dataset in `encode_items`' layout: object tokens, the five
+    captions as the candidate answers, and an all-zero question (the scorer is used without one)."""
+    return _encode(ds, vision_tower, text_features, "captions", "objects", 2, question=torch.zeros(len(ds), text_dim))
+
+
+FIELDS = ("tokens", "valid", "question", "answers", "answer")
+
+
+def vqa_loss(model: AnswerScorer, batch) -> torch.Tensor:
+    tokens, valid, question, answers, answer = batch
+    return nn.functional.cross_entropy(model(tokens, valid, question, answers), answer)
+
+
+def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
+                 seed: int = 0, progress: bool = True):
+    """Train an AnswerScorer on encoded items with the shared loop; returns (model, History)."""
+    from .training import TrainConfig, train
+
+    torch.manual_seed(seed)
+    model = AnswerScorer(cfg)
+    hist = train(model, tuple(feats[k] for k in FIELDS), vqa_loss,
+                 TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=50, weight_decay=0.01, seed=seed,
+                             progress=progress))
+    return model, hist
+
+
+@torch.no_grad()
+def evaluate(model: AnswerScorer, feats: dict) -> dict:
+    """Accuracy overall and per question type, with the (B, A) probabilities."""
+    model.eval()
+    probs = model(feats["tokens"], feats["valid"], feats["question"], feats["answers"]).softmax(-1)
+    correct = probs.argmax(-1) == feats["answer"]
+    out = {"overall": correct.float().mean().item()}
+    for t in QUESTION_TYPES:
+        mask = torch.tensor([q == t for q in feats["qtype"]])
+        if mask.any():
+            out[t] = correct[mask].float().mean().item()
+    out["probs"] = probs
+    return out
