@@ -25,7 +25,7 @@ unit: setup
 	$(BIN)/python -m pytest -q tests
 
 nbval: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/*.ipynb
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=300 notebooks/*.ipynb
 
 test: unit nbval
 

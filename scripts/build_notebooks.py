@@ -24,16 +24,15 @@ def parse_percent(text: str) -> list:
         if kind == "markdown":
             body = "\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in body.splitlines())
             cells.append(nbformat.v4.new_markdown_cell(body))
-        elif kind in ("code", "solution") and body.strip():
-            cell = nbformat.v4.new_code_cell(body)
-            if kind == "solution":  # the reference solution: collapsed in JupyterLab, still run by CI
-                cell.metadata = {"jupyter": {"source_hidden": True}, "tags": ["solution"]}
-            cells.append(cell)
+        elif kind == "code" and body.strip():
+            cells.append(nbformat.v4.new_code_cell(body))
 
     for line in text.splitlines():
         if line.startswith("# %%"):
             flush()
-            kind = "markdown" if "[markdown]" in line else "solution" if "solution" in line else "code"
+            if "solution" in line:  # Colab shows hidden cells and Run All would run them over the student's work
+                raise ValueError("solution cells are not allowed in notebooks: put the reference in solutions/")
+            kind = "markdown" if "[markdown]" in line else "code"
             lines = []
         elif kind is not None:
             lines.append(line)

@@ -13,18 +13,36 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+CELL_TIMEOUT = 300  # s: a stalled cell fails fast, well inside CI's limit; the slowest cell today takes ~70 s
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 
 
-def run(path: Path, out: Path) -> float:
+def execute(path: Path, timeout: int = CELL_TIMEOUT) -> tuple[nbformat.NotebookNode, float]:
+    """Execute a notebook in a fresh kernel; return it with its wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=900, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
+    # nbclient emulates ipywidgets' Output widgets by default; with `interact` cells that emulation sometimes
+    # never sees the cell's reply and the run stalls until the timeout (jupyter/nbclient#312). The notebooks
+    # draw a static figure next to every slider, so headless runs need no widget emulation.
+    client.widget_registry = {}
     start = time.perf_counter()
     client.execute()
-    seconds = time.perf_counter() - start
+    return nb, time.perf_counter() - start
+
+
+def run(path: Path, out: Path, timeout: int = CELL_TIMEOUT) -> float:
+    """Execute `path` into `out`; one retry, said out loud, when the kernel died or a cell stalled."""
+    try:
+        nb, seconds = execute(path, timeout)
+    except (CellTimeoutError, DeadKernelError) as err:
+        print(f"  {path.name}: {type(err).__name__} ({str(err).splitlines()[0][:200]}); "
+              f"retrying once in a fresh kernel", flush=True)
+        nb, seconds = execute(path, timeout)
     nbformat.write(nb, out)
     return seconds
 

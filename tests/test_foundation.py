@@ -43,15 +43,45 @@ def test_check_shape_and_assert_close(capsys):
         checks.assert_close(torch.tensor([1.0]), torch.tensor([1.1]), atol=1e-3, verbose=False)
 
 
-def test_exercise_checkers(capsys):
-    assert checks.check_answer("n", 64, 64) and not checks.check_answer("n", None, 64)
+def test_compare_values_says_what_differs_without_the_answer():
+    assert checks.compare_values(1103, 1102.5, atol=0.5) is None
+    assert checks.compare_values(1102, 1102.5, atol=0.5) is None
+    msg = checks.compare_values(1100, 1102.5, atol=0.5)
+    assert "1100" in msg and "1102.5" not in msg and "0.5" in msg
+    assert "text" in checks.compare_values(3, "hamming")
+    assert checks.compare_values(" Hamming", "hamming") is None
+    assert "shape (2, 3)" in checks.compare_values(torch.zeros(2, 3), torch.zeros(3, 2))
+    assert "max abs error" in checks.compare_values(torch.ones(2), torch.zeros(2), atol=1e-3)
+    assert "NaN" in checks.compare_values(float("nan"), 1.0, atol=1.0)
+    assert "2 items" in checks.compare_values((1,), (1, 2))
+    assert checks.compare_values(True, 1) is not None  # a bool is not a number
+
+
+def test_grade_values_and_functions():
+    from solutions import Exercise
+
+    value = Exercise("99.n", "value", expected=lambda: 64, solution=lambda: 64)
+    assert checks.grade(value, ...)[0] == checks.NOT_ATTEMPTED
+    assert checks.grade(value, (64, ...))[0] == checks.NOT_ATTEMPTED
+    assert checks.grade(value, 64)[0] == checks.PASS
+    assert checks.grade(value, 65)[0] == checks.FAIL
+
+    fn = Exercise("99.f", "function", expected=torch.neg, solution=lambda x: -x, cases=lambda: [(torch.ones(2),)])
 
     def unfinished(x):
         raise NotImplementedError
 
-    assert not checks.check_function("f", unfinished, torch.neg, [(torch.ones(2),)])
-    assert checks.check_function("f", lambda x: -x, torch.neg, [(torch.ones(2),)])
-    assert not checks.check_function("f", lambda x: x, torch.neg, [(torch.ones(2),)])
+    assert checks.grade(fn, unfinished)[0] == checks.NOT_ATTEMPTED
+    assert checks.grade(fn, lambda x: -x)[0] == checks.PASS
+    status, msg = checks.grade(fn, lambda x: x)
+    assert status == checks.FAIL and "case 1" in msg
+    status, msg = checks.grade(fn, lambda x: x[5])
+    assert status == checks.FAIL and "IndexError" in msg
+
+
+def test_exercise_prints_one_line_and_refuses_unknown_keys(capsys):
+    with pytest.raises(ValueError, match="unknown exercise key"):
+        checks.exercise("99.nothing", 1)
 
 
 def test_training_loop_fits_a_linear_problem():

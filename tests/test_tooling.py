@@ -12,11 +12,12 @@ spec.loader.exec_module(build_notebooks)
 
 
 def test_parse_percent_cells():
-    text = "# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\n# %% solution\ny = 2\n# %%\n\n"
+    text = "# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\n# %%\ny = 2\n# %%\n\n"
     cells = build_notebooks.parse_percent(text)
     assert [c.cell_type for c in cells] == ["markdown", "code", "code"]
     assert cells[0].source == "# Title\ntext" and cells[1].source == "x = 1"
-    assert cells[2].metadata["jupyter"]["source_hidden"] and "solution" in cells[2].metadata["tags"]
+    with pytest.raises(ValueError, match="solutions/"):
+        build_notebooks.parse_percent("# %% solution\ny = 2\n")
 
 
 def test_every_source_has_an_executed_notebook():
@@ -32,8 +33,8 @@ def test_every_source_has_an_executed_notebook():
 
 def test_measured_prints_and_writes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
-    report.measured("99_demo", {"accuracy": 0.98765, "time (s)": 3})
-    assert "| accuracy | 0.9877 |" in capsys.readouterr().out
+    text = report.measured("99_demo", {"accuracy": 0.98765, "time (s)": 3})
+    assert "| accuracy | 0.9877 |" in text and "| accuracy | 0.9877 |" in capsys.readouterr().out
     assert json.loads((tmp_path / "99_demo.json").read_text()) == {"accuracy": "0.9877", "time (s)": "3"}
     with pytest.raises(ValueError, match="rows"):
         report.measured("99_demo", {})

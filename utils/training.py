@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+
+from .progress import progress
 
 
 @dataclass
@@ -77,7 +78,7 @@ def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callabl
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     stream, hist = batches(data, cfg.batch_size, gen), History()
-    bar = tqdm(range(cfg.steps), disable=not cfg.progress, desc="training", leave=True, mininterval=0.5)
+    bar = progress(range(cfg.steps), disable=not cfg.progress, desc="training", leave=True)
     start = time.perf_counter()
     model.train()
     for step in bar:

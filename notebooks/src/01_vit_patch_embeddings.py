@@ -200,36 +200,26 @@ report.measured("01_vit_patch_embeddings", {
 # %% [markdown]
 # ## Exercises
 #
+# Each exercise cell ends with a one-line check. Untouched, it says "not attempted yet"; the reference answers
+# live in the repository's `solutions/` folder (open `solutions/nb01.py` only after you tried).
+#
 # **1.** A 96x128 RGB image cut into 8x8 patches: how many patches, and how long is each flattened patch?
-# And ViT-L/14 at 336x336 (the vision encoder of LLaVA-1.5)? Replace the `None`s.
+# And ViT-L/14 at 336x336 (the vision encoder of LLaVA-1.5): how many patches? Work them out by hand, then
+# replace the `...`s with numbers.
 
 # %%
-n_patches_96x128, dim_96x128 = None, None
-n_patches_336_14 = None
-checks.check_answer("96x128, P=8: patches", n_patches_96x128, 12 * 16)
-checks.check_answer("96x128, P=8: flattened length", dim_96x128, 8 * 8 * 3)
-checks.check_answer("336x336, P=14: patches", n_patches_336_14, 24 * 24);
+n_patches_96x128 = ...   # patches of a 96x128 image, P=8
+dim_96x128 = ...         # numbers in one flattened 8x8 RGB patch
+n_patches_336_14 = ...   # patches of a 336x336 image, P=14
+checks.exercise("01.patch_counts", (n_patches_96x128, dim_96x128, n_patches_336_14));
 
 # %% [markdown]
 # **2.** Write `my_unpatchify(patches, P, H, W, C)`, the inverse of `patchify`: `(B, N, P*P*C) -> (B, C, H, W)`.
-# The checker compares it with `utils.vit.unpatchify` on several sizes.
+# The checker compares it with `utils.vit.unpatchify` on three sizes, including a non-square image.
 
 # %%
 def my_unpatchify(patches, P, H, W, C):
     raise NotImplementedError  # your code here
 
 
-cases = [(vit.patchify(torch.rand(2, 3, 32, 32), 4), 4, 32, 32, 3), (vit.patchify(torch.rand(1, 1, 8, 12), 2), 2, 8, 12, 1)]
-checks.check_function("my_unpatchify", my_unpatchify, lambda p, P, H, W, C: vit.unpatchify(p, P, (H, W), C), cases);
-
-# %% solution
-# Solution (collapsed): undo the last reshape, then the permute, then the first reshape.
-def my_unpatchify(patches, P, H, W, C):
-    x = patches.reshape(-1, H // P, W // P, P, P, C)          # (B, h, w, P, P, C)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, C, H, W)   # (B, C, H, W)
-
-
-n_patches_96x128, dim_96x128, n_patches_336_14 = (96 // 8) * (128 // 8), 8 * 8 * 3, (336 // 14) ** 2
-assert checks.check_function("my_unpatchify", my_unpatchify, lambda p, P, H, W, C: vit.unpatchify(p, P, (H, W), C), cases)
-assert checks.check_answer("96x128, P=8: patches", n_patches_96x128, 12 * 16)
-assert checks.check_answer("336x336, P=14: patches", n_patches_336_14, 24 * 24)
+checks.exercise("01.unpatchify", my_unpatchify);
