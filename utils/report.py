@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Sequence
 
 
+def peak_memory_gb() -> float:
+    """Peak resident memory of this process so far, in GB (the kernel's, when called from a notebook)."""
+    import resource
+    import sys
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)  # bytes on macOS, KiB on Linux
+
+
 def fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
