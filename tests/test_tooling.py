@@ -33,8 +33,14 @@ def test_every_source_has_an_executed_notebook():
 
 def test_measured_prints_and_writes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
-    text = report.measured("99_demo", {"accuracy": 0.98765, "time (s)": 3})
-    assert "| accuracy | 0.9877 |" in text and "| accuracy | 0.9877 |" in capsys.readouterr().out
+    assert report.measured("99_demo", {"accuracy": 0.98765, "time (s)": 3}) is None  # nothing echoed in Jupyter
+    assert "| accuracy | 0.9877 |" in capsys.readouterr().out
     assert json.loads((tmp_path / "99_demo.json").read_text()) == {"accuracy": "0.9877", "time (s)": "3"}
     with pytest.raises(ValueError, match="rows"):
         report.measured("99_demo", {})
+
+
+def test_markdown_table_escapes_and_refuses_ragged_rows():
+    assert report.markdown_table(["a", "b"], [["x|y", 0.123456]]) == "| a | b |\n|---|---|\n| x\\|y | 0.1235 |"
+    with pytest.raises(ValueError, match="rows"):
+        report.markdown_table(["a", "b"], [[1]])

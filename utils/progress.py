@@ -25,6 +25,8 @@ def in_jupyter_kernel() -> bool:
 class DisplayFile:
     """A file-like target for tqdm that shows the current bar text in one updatable Jupyter output."""
 
+    encoding = "utf-8"  # lets tqdm draw its unicode bar
+
     def __init__(self) -> None:
         from IPython.display import display
         self.text = ""

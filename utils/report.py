@@ -51,14 +51,12 @@ def show(markdown: str) -> None:
         display({"text/markdown": markdown, "text/plain": markdown}, raw=True)
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Show a results table (rendered in Jupyter) and return its Markdown."""
-    text = markdown_table(header, rows)
-    show(text)
-    return text
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Show a results table (rendered as a table in Jupyter, as Markdown text elsewhere)."""
+    show(markdown_table(header, rows))
 
 
-def measured(notebook: str, rows: dict[str, object]) -> str:
+def measured(notebook: str, rows: dict[str, object]) -> None:
     """Show `rows` (name -> number or text) as the notebook's "what we measured" table; return its Markdown.
 
     When `COURSE_RESULTS_DIR` is set (scripts/run_notebooks.py sets it), the rows are also written to
@@ -66,9 +64,8 @@ def measured(notebook: str, rows: dict[str, object]) -> str:
     """
     if not rows:
         raise ValueError("rows must name at least one measured value")
-    text = table(["what we measured", "value"], list(rows.items()))
+    table(["what we measured", "value"], list(rows.items()))
     out_dir = os.environ.get("COURSE_RESULTS_DIR")
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / f"{notebook}.json").write_text(json.dumps({k: fmt(v) for k, v in rows.items()}, indent=1))
-    return text
