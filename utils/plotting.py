@@ -105,3 +105,69 @@ def plot_attention_overlay(image, attention: torch.Tensor, ax=None, title: str |
     ax.imshow(attention.detach().cpu().numpy(), cmap="inferno", alpha=0.55, extent=(-0.5, W - 0.5, H - 0.5, -0.5),
               interpolation="bilinear")
     return ax
+
+
+def label_patches(ax, height: int, width: int, patch_size: int, fontsize: float = 7.0):
+    """Write each patch's sequence index at its centre, white with a dark outline so it reads on any image.
+
+    Notebook 01 uses it on the 224x224 photo, whose 14x14 grid is too fine for `plot_patch_grid`'s own labels.
+    Args:
+        height, width: image size in pixels; patch_size: P in pixels; fontsize: in points.
+    Returns:
+        the Axes.
+    """
+    import matplotlib.patheffects as pe
+
+    if patch_size <= 0 or height % patch_size or width % patch_size:
+        raise ValueError(f"patch_size must be > 0 and divide height and width, got {patch_size} for {height}x{width}")
+    outline = [pe.withStroke(linewidth=1.6, foreground="black")]
+    w = width // patch_size
+    for i in range(height // patch_size):
+        for j in range(w):
+            ax.text(j * patch_size + patch_size / 2 - 0.5, i * patch_size + patch_size / 2 - 0.5, str(i * w + j),
+                    color="white", fontsize=fontsize, ha="center", va="center", path_effects=outline)
+    return ax
+
+
+def similarity_mosaic(pos_embed: torch.Tensor, grid: int, gap: int = 1, mask_self: bool = True) -> np.ndarray:
+    """All grid*grid position-similarity maps tiled into one (grid*(grid+gap)-gap)^2 array, NaN in the gaps.
+
+    Tile (i, j) is the cosine similarity of position (i, j)'s embedding with every position; with `mask_self`
+    its own pixel (always 1) is NaN too, so the colour scale shows the other positions. Notebook 01.
+    Args:
+        pos_embed: (N, D) position embeddings of the N = grid*grid patches (no CLS row).
+    """
+    if pos_embed.dim() != 2 or pos_embed.shape[0] != grid * grid:
+        raise ValueError(f"pos_embed must have shape (grid*grid, D) = ({grid * grid}, D), got {tuple(pos_embed.shape)}")
+    e = torch.nn.functional.normalize(pos_embed.detach().float(), dim=-1)
+    sim = (e @ e.T).reshape(grid, grid, grid, grid).numpy()  # (row, col, row', col')
+    side = grid * (grid + gap) - gap
+    out = np.full((side, side), np.nan)
+    for i in range(grid):
+        for j in range(grid):
+            tile = sim[i, j].copy()
+            if mask_self:
+                tile[i, j] = np.nan
+            out[i * (grid + gap):i * (grid + gap) + grid, j * (grid + gap):j * (grid + gap) + grid] = tile
+    return out
+
+
+def plot_similarity_mosaic(pos_embed: torch.Tensor, grid: int, ax=None, vmin: float = -1.0, vmax: float = 1.0,
+                           cmap: str = "viridis", title: str | None = None, mask_self: bool = True):
+    """`similarity_mosaic` drawn on one colour scale [vmin, vmax], so that maps of several embeddings compare.
+
+    Gaps and (with `mask_self`) each position's own pixel are left white. Add a colour bar with
+    `fig.colorbar(ax.images[0], ...)`. Notebook 01.
+    Returns:
+        the Axes.
+    """
+    if not vmin < vmax:
+        raise ValueError(f"vmin must be below vmax, got vmin={vmin}, vmax={vmax}")
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    colours = plt.get_cmap(cmap).with_extremes(bad="white")
+    ax.imshow(similarity_mosaic(pos_embed, grid, mask_self=mask_self), cmap=colours, vmin=vmin, vmax=vmax,
+              interpolation="nearest")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
