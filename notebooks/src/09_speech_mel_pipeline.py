@@ -8,7 +8,7 @@
 # transform, the mel filter bank $mel(f) = 1127 \ln(1 + f/700)$, and the log. Each step has a picture and a
 # number, and the finished pipeline is checked against torchaudio.
 #
-# **What you need:** under a minute on a 2-core CPU, under 1 GB of memory, no GPU, no network, nothing to
+# **What you need:** about 10 s on a 2-core CPU, 0.75 GB of memory at peak, no GPU, no network, nothing to
 # train. The recordings are synthesized speech shipped in `data/speech/` (made once by
 # `scripts/make_speech_data.py` with espeak-ng; here they are only read).
 
@@ -96,8 +96,8 @@ ax.plot(1000 * fine, torch.sin(2 * math.pi * f_tone * fine), lw=0.7, label="7 kH
 ax.plot(1000 * fine, torch.sin(2 * math.pi * (f_tone - fs) * fine), lw=1.2, ls="--", label="1 kHz alias")
 ts = n[:17] / fs
 ax.plot(1000 * ts, torch.sin(2 * math.pi * f_tone * ts), "o", color="k", label="samples at 8 kHz")
-ax.set(xlabel="time (ms)", title="the samples of a 7 kHz tone lie exactly on a 1 kHz wave")
-ax.legend(loc="upper right", fontsize=8);
+ax.set(xlabel="time (ms)", ylabel="amplitude", title="the samples of a 7 kHz tone lie exactly on a 1 kHz wave")
+ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8);
 
 # %% [markdown]
 # ## 3. Quantization: how precisely we store each sample
@@ -130,7 +130,7 @@ seg = slice(mid - 80, mid + 80)
 fig, ax = plt.subplots(figsize=(10, 2.5))
 ax.plot(baby[seg], lw=1, label="16 bits")
 ax.step(range(160), audio.dequantize(audio.quantize(baby[seg], 4), 4), where="mid", lw=1, label="4 bits")
-ax.set(xlabel="sample", title="10 ms of [iy], and its 4-bit version")
+ax.set(xlabel="sample (16 kHz)", ylabel="amplitude", title="10 ms of [iy], and its 4-bit version")
 ax.legend(fontsize=8);
 
 # %% [markdown]
@@ -153,7 +153,7 @@ ax.plot(torch.arange(start, start + 1200) / sr * 1000, baby[start:start + 1200],
 for k, colour in zip(range(4), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
     s = start + k * hop
     ax.axvspan(1000 * s / sr, 1000 * (s + win) / sr, ymin=0.05 + 0.22 * k, ymax=0.22 + 0.22 * k, color=colour, alpha=0.35)
-ax.set(xlabel="time (ms)", title="25 ms windows with a 10 ms stride (the lecture's Figure 16.4)");
+ax.set(xlabel="time (ms)", ylabel="amplitude", title="25 ms windows with a 10 ms stride (the lecture's Figure 16.4)");
 
 # %% [markdown]
 # **Rectangular vs Hamming.** Cutting a window out abruptly (rectangular) multiplies the signal by a box, and
@@ -182,7 +182,7 @@ for name in ("rectangular", "hamming"):
     axes[0].plot(w, label=name)
     spec = torch.fft.rfft(tone * w, n=4096).abs()
     axes[1].plot(torch.arange(len(spec)) * sr / 4096, 20 * torch.log10(spec / spec.max() + 1e-12), lw=0.8, label=name)
-axes[0].set(title="the two windows (400 samples)", xlabel="sample")
+axes[0].set(title="the two windows (400 samples)", xlabel="sample n", ylabel="weight w[n]")
 axes[1].set(title="spectrum of a windowed 1031 Hz tone: leakage", xlabel="frequency (Hz)", ylabel="dB", ylim=(-100, 5), xlim=(0, 4000))
 axes[0].legend(fontsize=8), axes[1].legend(fontsize=8)
 fig.tight_layout();
@@ -224,20 +224,50 @@ print(f"on {len(frames)} frames of {N} samples: matrix product {1e3 * t_matrix:.
 
 # %% [markdown]
 # The lecture's Figure 16.6: a 25 ms Hamming-windowed piece of [iy] and its spectrum. The peaks are the
-# harmonics of the pitch, every $F_0$ Hz; their envelope shows the vowel's formants.
+# harmonics of the pitch, every $F_0$ Hz; their envelope shows the vowel's **formants**, the resonances of
+# the vocal tract. To find them we fit the frame with a smooth envelope by linear prediction (LPC: predict
+# each sample from the 18 before it; the predictor's all-pole filter $1/|A(f)|$ is the envelope; 18 is the
+# usual 2 + sampling rate in kHz) and take the envelope's peaks below 4 kHz: $F_1, F_2, F_3$.
 
 # %%
+def lpc_envelope(frame: torch.Tensor, order: int, n_fft: int) -> torch.Tensor:
+    """|spectrum| of the all-pole model that linear prediction fits to `frame`, at n_fft // 2 + 1 bins."""
+    r = torch.stack([frame[: len(frame) - k] @ frame[k:] for k in range(order + 1)])  # autocorrelation
+    lag = torch.arange(order)
+    a = torch.linalg.solve(r[(lag[:, None] - lag[None]).abs()], r[1:])                 # (order,) predictor
+    error = r[0] - a @ r[1:]                                                            # prediction error energy
+    return error.sqrt() / torch.fft.rfft(torch.cat([torch.ones(1, dtype=frame.dtype), -a]), n=n_fft).abs()
+
+
 iy_frame = baby[mid - win // 2: mid + win // 2] * audio.window_function("hamming", win)
 iy_spec = torch.fft.rfft(iy_frame, n=2048).abs()
 freqs = torch.arange(len(iy_spec)) * sr / 2048
-fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+envelope_db = 20 * torch.log10(lpc_envelope(iy_frame.double(), 18, 2048))
+is_peak = (envelope_db[1:-1] > envelope_db[:-2]) & (envelope_db[1:-1] > envelope_db[2:])
+formants = [freqs[i + 1].item() for i in torch.nonzero(is_peak).flatten() if freqs[i + 1] < 4000][:3]
+print("formants of this [iy]: " + ", ".join(f"F{k + 1} = {f:.0f} Hz" for k, f in enumerate(formants)))
+assert len(formants) == 3 and formants[0] < 600 and formants[1] > 1900  # [iy]: low F1, high F2
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
 axes[0].plot(1000 * torch.arange(win) / sr, iy_frame, lw=0.8)
-axes[0].set(xlabel="time (ms)", title="(a) 25 ms of [iy], Hamming-windowed")
-axes[1].plot(freqs, 20 * torch.log10(iy_spec + 1e-9), lw=0.8)
+axes[0].set(xlabel="time (ms)", ylabel="amplitude", title="(a) 25 ms of [iy], Hamming-windowed")
+axes[1].plot(freqs, 20 * torch.log10(iy_spec + 1e-9), lw=0.8, label="spectrum")
+axes[1].plot(freqs, envelope_db, lw=1.5, color="k", label="LPC envelope")
 for h in range(1, 11):
     axes[1].axvline(h * f0, color="tab:red", lw=0.4, ls="--")
-axes[1].set(xlabel="frequency (Hz)", ylabel="dB", xlim=(0, 4000), title=f"(b) its spectrum; red lines: multiples of F0 = {f0:.0f} Hz")
+for k, f in enumerate(formants):
+    axes[1].annotate(f"F{k + 1}\n{f:.0f} Hz", (f, envelope_db[round(f * 2048 / sr)]), xytext=(0, 8),
+                     textcoords="offset points", ha="center", fontsize=8, color="k")
+axes[1].set(xlabel="frequency (Hz)", ylabel="dB", xlim=(0, 4000), ylim=(envelope_db.min().item() - 40, envelope_db.max().item() + 22),
+            title=f"(b) its spectrum; red lines: multiples of F0 = {f0:.0f} Hz")
+axes[1].legend(fontsize=8, loc="lower left")
 fig.tight_layout();
+
+# %% [markdown]
+# [iy] (as in "baby", "see") is a front close vowel: the tongue high and forward gives a low first formant and
+# a high second one, far apart. That is what tells it from, say, [aa], whose textbook formants are F1 of
+# about 700-850 Hz and F2 of about 1,100-1,200 Hz (Peterson & Barney, 1952). A speech model is never told
+# the formants; it reads them from the log-mel spectrum, whose wide high-frequency filters keep the envelope
+# and blur the harmonics.
 
 # %% [markdown]
 # ## 6. The mel scale and the mel filter bank
@@ -269,6 +299,44 @@ fig.tight_layout()
 edges = audio.inverse_mel_scale(torch.linspace(0, audio.mel_scale(sr / 2), 82))  # the 80 filters' corner frequencies
 print(f"the lowest filter spans {edges[2] - edges[0]:.0f} Hz ({edges[0]:.0f}-{edges[2]:.0f} Hz), "
       f"the highest {edges[81] - edges[79]:.0f} Hz ({edges[79]:.0f}-{edges[81]:.0f} Hz)")
+
+# %% [markdown]
+# **The lowest filters are narrower than a DFT bin.** A 400-point DFT at 16 kHz has a bin every
+# 16000 / 400 = 40 Hz. The filters' centres, evenly spaced on the mel scale, are much closer than that at
+# the bottom, so a low filter finds only one DFT bin under its triangle, and neighbouring filters read the
+# *same* bin with different weights:
+
+# %%
+bin_spacing = sr / win                                  # Hz between DFT bins
+spacing = edges[2:] - edges[1:-1]                       # (80,) Hz between filter m's centre and the next corner
+narrow = int((spacing < bin_spacing).sum())
+rows = []
+for m in range(8):
+    bins = torch.nonzero(fb[:, m]).flatten()
+    rows.append([m, f"{edges[m]:.0f}-{edges[m + 1]:.0f}-{edges[m + 2]:.0f}", f"{spacing[m]:.0f}",
+                 ", ".join(f"{bin_hz[k]:.0f} Hz ({fb[k, m]:.2f})" for k in bins)])
+report.table(["filter", "corners (Hz)", "centre spacing (Hz)", "DFT bins it reads (weight)"], rows)
+lowest_bins = [torch.nonzero(fb[:, m]).flatten().tolist() for m in range(narrow)]
+distinct = len({b for bins in lowest_bins for b in bins})
+print(f"DFT bin spacing {bin_spacing:.0f} Hz; the lowest {narrow} filters are spaced {spacing[0]:.1f}-{spacing[narrow - 1]:.1f} Hz "
+      f"apart, closer than one bin: together they read only {distinct} distinct DFT bins")
+assert spacing[0] < bin_spacing / 1.5 and distinct < narrow and lowest_bins[0] == lowest_bins[1] == [1]  # see below
+fig, ax = plt.subplots(figsize=(11, 2.8))
+for m in range(10):
+    line, = ax.plot(edges[m:m + 3], [0, 1, 0], lw=1)
+    bins = torch.nonzero(fb[:, m]).flatten()
+    ax.plot(bin_hz[bins], fb[bins, m], "o", color=line.get_color())
+for k in range(0, 10):
+    ax.axvline(k * bin_spacing, color="gray", lw=0.5, ls=":")
+ax.set(xlim=(0, 330), xlabel="frequency (Hz)", ylabel="filter weight",
+       title="the 10 lowest mel filters (triangles) and the DFT bins every 40 Hz (dotted): dots = what each filter reads");
+
+# %% [markdown]
+# So in section 8's spectrogram, the bottom rows come in pairs or triples that copy one DFT bin, each scaled by
+# its own weight: filters 0 and 1 both read only the 40 Hz bin, with weights 0.22 and 0.78, so their log-mel
+# rows differ by the constant ln(0.78 / 0.22) = 1.27 at every frame. That is the striped look of the lowest
+# mel bins. The remedies: a longer DFT (Kaldi's `fbank`, which AST uses, pads each 400-sample frame to 512
+# points), fewer mel bins, or a higher lowest frequency `f_min`.
 
 # %% [markdown]
 # ## 7. The log
@@ -308,6 +376,10 @@ img = axes[1].imshow(log_mel, origin="lower", aspect="auto", cmap="magma", vmin=
 axes[1].set(xlabel="time (s)", ylabel="mel bin", title="80-dimensional log-mel spectrogram")
 fig.colorbar(img, ax=axes, shrink=0.5, label="ln power")
 plt.show()
+row_gap = log_mel[1] - log_mel[0]               # (frames,) two filters that read the same 40 Hz bin
+print(f"mel rows 1 and 0 differ by {row_gap.median():.2f} in the median frame (ln(fb[1, 1] / fb[1, 0]) = "
+      f"{math.log(fb[1, 1] / fb[1, 0]):.2f}): the stripes at the bottom")
+assert abs(row_gap.median().item() - math.log(fb[1, 1] / fb[1, 0])) < 0.05
 
 # %% [markdown]
 # ## 9. Check against torchaudio
@@ -336,8 +408,9 @@ print("log-mel within 1e-2 of torchaudio:", parity_err <= 1e-2, "| filter bank w
 # ## 10. Try the settings
 #
 # Move the sliders (in a running notebook) to change the window, the stride and the number of mel bins. A
-# longer window sharpens frequency and blurs time; fewer mel bins blur frequency. Below the sliders, a static
-# version of the same figure for three settings, so the notebook reads well without a kernel.
+# longer window sharpens frequency and blurs time; fewer mel bins blur frequency. The sliders need a live
+# kernel; the static figure after them shows three settings side by side, so the notebook also reads
+# without one.
 
 # %%
 def plot_log_mel(win_ms=25.0, hop_ms=10.0, n_mels=80, ax=None):
@@ -375,6 +448,7 @@ fig.tight_layout();
 
 # %%
 report.measured("09_speech_mel_pipeline", {
+    "formants of [iy] (LPC envelope peaks)": ", ".join(f"{f:.0f}" for f in formants) + " Hz",
     "pitch of [iy] in 'baby' (autocorrelation)": f"{f0:.0f} Hz (period {1000 * period / sr:.2f} ms)",
     "7 kHz tone sampled at 8 kHz, measured alias": f"{measured_alias:.0f} Hz",
     "SNR 8 bits: measured / theory": f"{snr[8]:.2f} / {6.02 * 8 + 1.76:.2f} dB",
@@ -382,53 +456,49 @@ report.measured("09_speech_mel_pipeline", {
     "highest sidelobe rectangular / Hamming": f"{sidelobe['rectangular']:.1f} / {sidelobe['hamming']:.1f} dB",
     "DFT matrix vs FFT: relative difference, speed ratio": f"{dft_err:.1e}, FFT {t_matrix / t_fft:.1f}x faster",
     "frames in 1 s (25 ms / 10 ms)": frames.shape[0],
+    "lowest mel filters closer than a 40 Hz DFT bin": f"{narrow} (spaced {spacing[0]:.1f}-{spacing[narrow - 1]:.1f} Hz)",
     "log-mel vs torchaudio, max abs error (log domain)": parity_err,
     "notebook time (s)": round(time.perf_counter() - t_start, 1),
-})
+    "peak memory (GB)": round(report.peak_memory_gb(), 2),
+});
 
 # %% [markdown]
 # ## Exercises
 #
-# **1.** A 30 s recording at 16 kHz with 25 ms windows and a 10 ms stride: how many frames? And how many
-# samples is a 25 ms window at 44.1 kHz (rounded)?
+# Each exercise cell ends with a one-line check. Untouched, it says "not attempted yet"; the reference answers
+# live in the repository's `solutions/` folder (open `solutions/nb09.py` only after you tried).
+#
+# **1.** Work these out by hand with section 4's frame count $1 + \lfloor (T - \text{window}) / \text{stride} \rfloor$:
+# how many frames does a 30 s recording at 16 kHz give, with 25 ms windows and a 10 ms stride? And how many
+# samples long is a 25 ms window at 44.1 kHz, CD quality (round it to a whole number)?
 
 # %%
-frames_30s = None
-win_44k = None
-checks.check_answer("frames in 30 s", frames_30s, 1 + (30 * 16000 - 400) // 160)
-checks.check_answer("25 ms at 44.1 kHz, samples", win_44k, round(44100 * 0.025));
+frames_30s = ...   # frames of a 30 s recording at 16 kHz, 25 ms windows, 10 ms stride
+win_44k = ...      # samples in a 25 ms window at 44.1 kHz
+checks.exercise("09.frames_and_window", (frames_30s, win_44k));
 
 
 # %% [markdown]
-# **2.** Write `my_inverse_mel(m)`, the frequency in Hz of `m` mel, and check it against `audio.inverse_mel_scale`.
+# **2.** Invert the mel scale: write `my_inverse_mel(m)`, the frequency in Hz of `m` mel (a tensor), by solving
+# $m = 1127 \ln(1 + f/700)$ for $f$ (not by calling `audio.inverse_mel_scale`, which the checker compares it with).
 
 # %%
 def my_inverse_mel(m):
     raise NotImplementedError  # your code here
 
 
-checks.check_function("my_inverse_mel", my_inverse_mel, audio.inverse_mel_scale, [(torch.tensor([0.0, 500.0, 1000.0, 2840.0]),)], atol=1e-2);
+checks.exercise("09.inverse_mel", my_inverse_mel);
+
 
 # %% [markdown]
-# **3.** In section 4's spectrum of a 1031 Hz tone, which window spreads the tone's energy over more of the
-# spectrum far from 1031 Hz: "rectangular" or "hamming"?
+# **3.** Write `my_hamming(N)`, the Hamming window of section 4, $w[n] = 0.54 - 0.46 \cos(2\pi n / N)$ for
+# $n = 0, \dots, N - 1$, as a float tensor of length `N`, with `torch.arange` and `torch.cos` (not
+# `torch.hamming_window`). The checker compares it with the window the pipeline uses, for N = 400, 512 and 7.
+# Careful with the denominator: this is the *periodic* window of spectral analysis.
 
 # %%
-more_leakage = None
-checks.check_answer("the window with more leakage", more_leakage, max(sidelobe, key=sidelobe.get));
-
-# %% solution
-# Solution (collapsed)
-frames_30s = 1 + (30 * 16000 - 400) // 160
-win_44k = round(44100 * 0.025)
+def my_hamming(N):
+    raise NotImplementedError  # your code here
 
 
-def my_inverse_mel(m):
-    return 700 * (torch.exp(m / 1127) - 1)
-
-
-more_leakage = "rectangular"  # its highest sidelobe is about -13 dB, Hamming's about -43 dB
-assert checks.check_answer("frames in 30 s", frames_30s, 1 + (30 * 16000 - 400) // 160)
-assert checks.check_answer("25 ms at 44.1 kHz, samples", win_44k, round(44100 * 0.025))
-assert checks.check_function("my_inverse_mel", my_inverse_mel, audio.inverse_mel_scale, [(torch.tensor([0.0, 500.0, 1000.0, 2840.0]),)], atol=1e-2)
-assert checks.check_answer("the window with more leakage", more_leakage, max(sidelobe, key=sidelobe.get))
+checks.exercise("09.hamming", my_hamming);
