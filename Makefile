@@ -1,14 +1,18 @@
 # make run   - set up .venv (first time), execute every notebook headless into build/, write build/results.md
-# make test  - set up .venv (first time), run the unit tests and nbval over every notebook
+# make test  - set up .venv (first time), run the unit tests and nbval over every notebook, and the browser
+#              tests (tests/ui) when a Chromium is installed (one line says they were skipped when not)
+# make ui-test - the browser tests alone; installs Chromium (apt, as root) and playwright when missing
 # make lab   - set up .venv (first time), open JupyterLab on the notebooks
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+UI_STAMP := $(VENV)/.ui-installed-$(shell cat requirements-ui.txt | cksum | cut -d' ' -f1)
+CHROMIUM ?= $(firstword $(shell command -v chromium chromium-browser google-chrome google-chrome-stable 2>/dev/null))
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test unit nbval lab notebooks clean
+.PHONY: setup run test unit nbval ui ui-test browser lab notebooks clean
 
 setup: $(STAMP)
 
@@ -22,12 +26,33 @@ run: setup
 	$(BIN)/python scripts/run_notebooks.py
 
 unit: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --ignore=tests/ui
 
 nbval: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=300 notebooks/*.ipynb
 
-test: unit nbval
+test: unit nbval ui
+
+# the browser tests when a Chromium is installed; one line saying they were skipped when not
+ui: setup
+	@if [ -n "$(CHROMIUM)" ]; then $(MAKE) --no-print-directory ui-test; \
+	else echo "UI tests skipped: no Chromium installed (make ui-test installs it as root; README, 'UI tests')"; fi
+
+# every notebook in JupyterLab in headless Chromium (tests/ui); screenshots in build/ui/
+ui-test: setup browser $(UI_STAMP)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider -rs tests/ui
+
+$(UI_STAMP): requirements-ui.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-ui.txt
+	rm -f $(VENV)/.ui-installed-* && touch $@
+
+# the system Chromium that playwright drives: installed with apt when missing and root, else say what to do
+browser:
+	@if [ -z "$(CHROMIUM)" ] && ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && apt-get install -y -q --no-install-recommends chromium; \
+	  else echo "the UI tests need Chromium: sudo apt-get install chromium (Ubuntu: chromium-browser), or set CHROMIUM=/path/to/chrome" >&2; exit 1; fi; \
+	fi
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
