@@ -215,3 +215,48 @@ def test_bad_config_raises(bad, name):
     base.update(bad)
     with pytest.raises(ValueError, match=name):
         lm.LMConfig(**base)
+
+
+# ----------------------------------------------------------------------------- corpus, tokenizer, shipped LM
+def test_corpus_tokenizer_and_packing():
+    from transformers import PreTrainedTokenizerFast
+
+    from utils import lm_data, shapes
+
+    docs = lm_data.make_corpus(300, seed=0)
+    assert docs == lm_data.make_corpus(300, seed=0)
+    tok = lm_data.train_tokenizer(docs, 300)
+    assert tok.to_str() == lm_data.train_tokenizer(docs, 300).to_str()  # deterministic
+    assert [tok.token_to_id(t) for t in lm_data.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    hf = lm_data.wrap_tokenizer(tok)
+    assert isinstance(hf, PreTrainedTokenizerFast)
+    text = lm_data.chat("Describe the image.", "a small red circle in the top left", image=True)
+    assert hf.decode(hf(text)["input_ids"]) == text  # byte-level BPE round-trips
+    assert hf.apply_chat_template([{"role": "user", "content": "<image>\nDescribe the image."},
+                                   {"role": "assistant", "content": "a small red circle in the top left"}],
+                                  tokenize=False) == text
+    assert hf("<image>")["input_ids"] == [4] and hf.eos_token_id == 2 and hf.pad_token_id == 3
+    obj = shapes.ShapeObject("circle", "orange", "small", 4.0, 4.0)
+    assert lm_data.caption(obj) == "a small orange circle in the top left"
+    blocks = lm_data.pack([[5, 6, 7], [8, 9]], block=3)
+    assert blocks.tolist() == [[5, 6, 7], [0, 8, 9]]
+    with pytest.raises(ValueError, match="vocab_size"):
+        lm_data.train_tokenizer(docs, 100)
+    with pytest.raises(ValueError, match="block"):
+        lm_data.pack([[1, 2]], block=16)
+
+
+def test_shipped_lm_and_tokenizer_load():
+    from utils import DATA_DIR, lm_data
+
+    if not (DATA_DIR / "checkpoints" / "lm_shapes.safetensors").exists():
+        pytest.skip("data/checkpoints/lm_shapes is made by scripts/train_lm.py")
+    model, tok = lm.load_pretrained()
+    assert model.cfg == lm.LMConfig.preset("course") and len(tok) == model.cfg.vocab_size
+    assert model.lm_head.weight is model.embed_tokens.weight
+    prompt = tok.apply_chat_template([{"role": "user", "content": "<image>\nDescribe the image."}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    out = model.generate(prompt, max_new_tokens=16, eos_token_id=tok.eos_token_id)
+    words = tok.decode(out[0], skip_special_tokens=True).split()
+    assert any(w in words for w in ("circle", "square", "triangle", "cross"))  # a pretrained LM writes captions
+    assert lm_data.load_tokenizer().get_vocab() == tok.get_vocab()

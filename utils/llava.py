@@ -183,6 +183,7 @@ class TinyLlava(nn.Module):
 
     The tower is any module with `hidden_states(images) -> [(B, 1 + N, D_v), ...]` (embeddings, then each
     block) and an `image_size` (or `cfg.image_size`); by default the shipped tiny CLIP's image tower.
+    The 'cross_attention' connector inserts gated blocks into `language_model` itself (`LM.insert_blocks`).
     """
 
     def __init__(self, cfg: TinyLlavaConfig, language_model: LM, vision_tower: nn.Module | None = None):
