@@ -64,3 +64,14 @@ notebooks: setup
 
 clean:
 	rm -rf build .cache
+
+# the unit tests under Colab's own versions of transformers and datasets (Colab keeps them; we pin newer ones):
+# .venv/colab sees .venv's packages through a .pth file and installs only these two (and what they pull) on top
+COLAB_VERSIONS ?= transformers==5.15.1 datasets==4.0.0
+COLAB_VENV := $(VENV)/colab
+.PHONY: test-colab-versions
+test-colab-versions: setup
+	test -x $(COLAB_VENV)/bin/python || $(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'zz_base_venv.pth').write_text(str(pathlib.Path('$(VENV)').resolve() / pathlib.Path(site.getsitepackages()[0]).relative_to(pathlib.Path('$(COLAB_VENV)').resolve())) + '\n')"
+	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_VERSIONS)
+	$(COLAB_VENV)/bin/python -m pytest -q tests --ignore=tests/ui

@@ -8,26 +8,57 @@ Shapes: T samples, C channels, F = n_fft // 2 + 1 frequency bins, M mel bins. Un
 from __future__ import annotations
 
 import math
+import struct
 import wave
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import DATA_DIR, validate
+
 WINDOWS = ("hamming", "hann", "rectangular")
 
 
 # ----------------------------------------------------------------------------- reading and writing WAV
+def _bits_per_sample(path: Path) -> int | None:
+    """The bits per sample its 'fmt ' chunk claims (Python's wave module rounds 17 up to 3 bytes)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while len(chunk := f.read(8)) == 8:
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"fmt ":
+                body = f.read(size)
+                return struct.unpack("<H", body[14:16])[0] if len(body) >= 16 else None
+            f.seek(size + (size & 1), 1)
+    return None
+
+
 def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
     """Read an 8- or 16-bit PCM WAV file with the standard library.
+
+    Files under data/ are shipped: their sha256 is checked against data/MANIFEST first (once per process),
+    so a changed sample or header is refused with the file's name, and a missing one names its script.
 
     Returns:
         waveform (C, T) float32 in [-1, 1) and the sample rate in Hz. 8-bit WAV is unsigned (128 = silence),
         16-bit is signed little-endian.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
     path = Path(path)
+    shipped = DATA_DIR.resolve() in path.resolve().parents
+    if shipped:
+        from .checkpoints import verify_file
+
+        verify_file(path)  # FileNotFoundError naming scripts/make_speech_data.py, or a sha256 mismatch
     if not path.exists():
         raise FileNotFoundError(f"no WAV file at {path.name}")
+    bits = _bits_per_sample(path)
+    if bits is not None and not 1 <= bits <= 16:  # 9-16 bits sit left-justified in 16-bit words, 1-8 in bytes
+        raise ValueError(f"{path.name} has {bits}-bit samples (its header says so); read_wav reads 8- and 16-bit PCM")
     try:
         with wave.open(str(path), "rb") as w:
             channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
@@ -38,6 +69,8 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
         raise ValueError(f"{path.name} is truncated: its header is incomplete") from None
     if width not in (1, 2):
         raise ValueError(f"{path.name} has {8 * width}-bit samples; read_wav reads 8- and 16-bit PCM")
+    if rate <= 0:
+        raise ValueError(f"{path.name} has a sample rate of {rate} Hz in its header; it must be positive")
     if len(raw) < n * channels * width:
         raise ValueError(f"{path.name} is truncated: its header promises {n} frames, it holds "
                          f"{len(raw) // (channels * width)}")
@@ -50,6 +83,10 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
 
 def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int) -> None:
     """Write (C, T) or (T,) floats in [-1, 1] as 16-bit PCM."""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
+    waveform = _check_float(waveform, dims=(1, 2))
+    validate.integer("sample_rate", sample_rate, min=1)
     x = waveform if waveform.dim() == 2 else waveform[None]
     codes = quantize(x.double().clamp(-1, 1 - 2 ** -15), 16)
     with wave.open(str(path), "wb") as w:
@@ -60,10 +97,21 @@ def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int) -> Non
 
 
 # ----------------------------------------------------------------------------- quantization
-def _check_float(waveform: torch.Tensor) -> None:
-    if not isinstance(waveform, torch.Tensor) or not waveform.is_floating_point():
-        raise ValueError(f"waveform must hold float samples in [-1, 1], got {getattr(waveform, 'dtype', type(waveform))}; "
+def _check_float(waveform, name: str = "waveform", dims=None) -> torch.Tensor:
+    """A float tensor of samples with no NaN or inf (NumPy arrays are converted); else a clear error."""
+    waveform = validate.tensor(name, waveform, dim=dims, convert=True)
+    if not waveform.is_floating_point():
+        raise ValueError(f"{name} must hold float samples in [-1, 1], got {waveform.dtype}; "
                          "divide integer PCM codes by 2**(bits-1) first (see dequantize)")
+    if waveform.numel() == 0:
+        raise ValueError(f"{name} must hold samples, got an empty tensor of shape {tuple(waveform.shape)}")
+    return validate.tensor(name, waveform, finite=True)
+
+
+def _check_bits(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 32:
+        raise ValueError(f"bits must be an int in [2, 32], got {bits!r}")
+    return bits
 
 
 def full_scale(bits: int) -> float:
@@ -77,9 +125,8 @@ def quantize(waveform: torch.Tensor, bits: int) -> torch.Tensor:
     The step between levels is 2^(1-b); the rounding error is uniform in +-half a step, which gives a
     full-scale sine an SNR of about 6.02 b + 1.76 dB.
     """
-    _check_float(waveform)
-    if not isinstance(bits, int) or not 2 <= bits <= 32:
-        raise ValueError(f"bits must be an int in [2, 32], got {bits!r}")
+    waveform = _check_float(waveform)
+    _check_bits(bits)
     scale = 2 ** (bits - 1)
     codes = torch.round(waveform.double() * scale).clamp(-scale, scale - 1)
     return codes.to(torch.int16 if bits <= 16 else torch.int64)
@@ -87,25 +134,46 @@ def quantize(waveform: torch.Tensor, bits: int) -> torch.Tensor:
 
 def dequantize(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes -> float32 samples: codes / 2^(b-1)."""
-    if not isinstance(bits, int) or not 2 <= bits <= 32:
-        raise ValueError(f"bits must be an int in [2, 32], got {bits!r}")
+    _check_bits(bits)
+    codes = validate.tensor("codes", codes, convert=True)
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise ValueError(f"codes must be integer codes (e.g. from quantize), got dtype {codes.dtype}")
     return (codes.double() / 2 ** (bits - 1)).float()
 
 
 def snr_db(signal: torch.Tensor, approximation: torch.Tensor) -> float:
     """Signal-to-noise ratio in dB: 10 log10(sum signal^2 / sum (signal - approximation)^2)."""
+    signal = _check_float(signal, "signal")
+    approximation = _check_float(approximation, "approximation")
+    if signal.shape != approximation.shape:
+        raise ValueError(f"signal and approximation must have the same shape, got {tuple(signal.shape)} "
+                         f"and {tuple(approximation.shape)}")
+    if not signal.abs().max() > 0:
+        raise ValueError("signal must not be all zeros (its power is the numerator of the SNR)")
     noise = (signal.double() - approximation.double()).pow(2).sum()
     return 10 * math.log10(signal.double().pow(2).sum().item() / max(noise.item(), 1e-300))
 
 
 # ----------------------------------------------------------------------------- the mel scale
+def _check_scale(name: str, value, minimum: float) -> None:
+    """A number or a float tensor, finite and >= minimum (a negative frequency or mel has no meaning here)."""
+    if isinstance(value, torch.Tensor):
+        validate.tensor(name, value, finite=True)
+        if value.numel() and value.min() < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got a minimum of {value.min().item()}")
+    else:
+        validate.number(name, value, min=minimum)
+
+
 def mel_scale(f_hz):
     """mel(f) = 1127 ln(1 + f / 700), f in Hz (a float or a tensor)."""
+    _check_scale("f_hz", f_hz, 0.0)
     return 1127.0 * (torch.log1p(f_hz / 700.0) if isinstance(f_hz, torch.Tensor) else math.log1p(f_hz / 700.0))
 
 
 def inverse_mel_scale(m):
     """f = 700 (exp(m / 1127) - 1), the inverse of `mel_scale`."""
+    _check_scale("m", m, 0.0)
     return 700.0 * (torch.expm1(m / 1127.0) if isinstance(m, torch.Tensor) else math.expm1(m / 1127.0))
 
 
@@ -116,6 +184,11 @@ def frame_signal(waveform: torch.Tensor, win_length: int, hop_length: int) -> to
     Frames start at sample 0 and every `hop_length` samples after, with no padding:
     frames = 1 + (T - win_length) // hop_length.
     """
+    waveform = validate.tensor("waveform", waveform, convert=True)
+    if waveform.dim() == 0:
+        raise ValueError("waveform must have a time axis (..., T), got a 0-d tensor")
+    validate.integer("win_length", win_length)
+    validate.integer("hop_length", hop_length)
     if hop_length < 1:
         raise ValueError(f"hop_length must be >= 1 sample, got {hop_length}")
     if win_length < 1 or win_length > waveform.shape[-1]:
@@ -125,6 +198,8 @@ def frame_signal(waveform: torch.Tensor, win_length: int, hop_length: int) -> to
 
 def window_function(name: str, length: int) -> torch.Tensor:
     """A periodic window as torch's window functions make it: 'hamming', 'hann' or 'rectangular'."""
+    validate.choice("window", name, WINDOWS)
+    validate.integer("length", length, min=1)
     if name == "hamming":
         return torch.hamming_window(length)  # 0.54 - 0.46 cos(2 pi n / N), periodic
     if name == "hann":
@@ -146,6 +221,10 @@ def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample
         (F, M): column m rises linearly from 0 at the (m)-th mel point to 1 at the (m+1)-th and falls back to
         0 at the (m+2)-th, over M + 2 points evenly spaced from mel(f_min) to mel(f_max).
     """
+    validate.integer("n_freqs", n_freqs, min=2)
+    validate.integer("n_mels", n_mels, min=1)
+    validate.integer("sample_rate", sample_rate)
+    f_min, f_max = validate.number("f_min", f_min), validate.number("f_max", f_max)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if f_max > sample_rate / 2:
@@ -184,9 +263,18 @@ def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int, win_ms: float 
     Returns:
         (..., M, frames) log mel power, frames = 1 + (T - win) // hop.
     """
-    _check_float(waveform)
+    waveform = _check_float(waveform)
+    validate.integer("sample_rate", sample_rate)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    win_ms, hop_ms = validate.number("win_ms", win_ms, 0.0, strict_min=True), validate.number("hop_ms", hop_ms)
+    validate.integer("n_mels", n_mels, min=1)
+    validate.choice("window", window, WINDOWS)
+    validate.number("eps", eps, 0.0, strict_min=True)
+    if n_fft is not None:
+        validate.integer("n_fft", n_fft, min=1)
+    if f_max is not None:
+        validate.number("f_max", f_max)
     win, hop = round(sample_rate * win_ms / 1000), round(sample_rate * hop_ms / 1000)
     if hop < 1:
         raise ValueError(f"hop_ms={hop_ms} gives a hop of {hop} samples at {sample_rate} Hz; it must be >= 1")

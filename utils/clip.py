@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import validate
 from .vit import EncoderBlock, ViT, ViTConfig
 
 MAX_LOGIT_SCALE = 100.0  # the paper clips exp(t) at 100 "to prevent training instability"
@@ -28,6 +29,8 @@ MAX_LOGIT_SCALE = 100.0  # the paper clips exp(t) at 100 "to prevent training in
 
 # ----------------------------------------------------------------------------- the loss
 def _check_pair(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
+    validate.tensor("image_embeds", image_embeds, floating=True, finite=True)
+    validate.tensor("text_embeds", text_embeds, floating=True, finite=True)
     if image_embeds.dim() != 2 or text_embeds.dim() != 2:
         raise ValueError(f"image_embeds and text_embeds must be 2-D (n, d_e), got shapes "
                          f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}")
@@ -39,8 +42,30 @@ def _check_pair(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
                          f"{image_embeds.shape[1]} and {text_embeds.shape[1]}")
 
 
+def _check_t(t, like: torch.Tensor) -> torch.Tensor:
+    """t as a 0-d tensor (a Python number is converted), finite, with exp(t) clipped at MAX_LOGIT_SCALE."""
+    if isinstance(t, bool) or not isinstance(t, (torch.Tensor, float, int)):
+        raise TypeError(f"t must be a 0-d tensor or a number (the log-temperature), got {type(t).__name__}")
+    if not isinstance(t, torch.Tensor):
+        t = torch.tensor(float(t), dtype=like.dtype, device=like.device)
+    if t.dim() != 0 or not t.is_floating_point():
+        raise ValueError(f"t must be a 0-d float tensor (the log-temperature), got shape {tuple(t.shape)}, dtype {t.dtype}")
+    if not bool(torch.isfinite(t)):
+        raise ValueError(f"t must be finite, got {t.item()}")
+    return t.clamp(max=math.log(MAX_LOGIT_SCALE))  # as CLIP: "clipped to prevent scaling the logits by more than 100"
+
+
 def clip_logits(image_embeds: torch.Tensor, text_embeds: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Scaled pairwise cosine similarities `logits_per_image` (n_images, n_texts) = I_e T_e^T exp(t)."""
+    """Scaled pairwise cosine similarities `logits_per_image` (n_images, n_texts) = I_e T_e^T exp(t).
+
+    exp(t) is clipped at MAX_LOGIT_SCALE (100), as in the paper; `t` may be a 0-d tensor or a number.
+    """
+    validate.tensor("image_embeds", image_embeds, dim=2, floating=True, finite=True)
+    validate.tensor("text_embeds", text_embeds, dim=2, floating=True, finite=True)
+    if image_embeds.shape[1] != text_embeds.shape[1]:
+        raise ValueError(f"image_embeds and text_embeds must have the same width d_e, got "
+                         f"{image_embeds.shape[1]} and {text_embeds.shape[1]}")
+    t = _check_t(t, image_embeds)
     I_e = F.normalize(image_embeds, dim=1)   # (n, d_e)
     T_e = F.normalize(text_embeds, dim=1)    # (n, d_e)
     return I_e @ T_e.T * t.exp()             # (n, n)
@@ -52,7 +77,7 @@ def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, t: torch.Te
     Args:
         image_embeds: (n, d_e) projected image features I_f W_i, not yet normalized.
         text_embeds: (n, d_e) projected text features T_f W_t, not yet normalized; row i describes image i.
-        t: 0-d tensor, the learned log-temperature (logits are scaled by exp(t)).
+        t: 0-d tensor (or a number), the learned log-temperature (logits are scaled by exp(t), at most 100).
     Returns:
         0-d tensor: (cross-entropy over the rows + cross-entropy over the columns) / 2, labels arange(n).
     """
@@ -82,6 +107,12 @@ class CLIPConfig:
     init_t: float = math.log(1 / 0.07)
 
     def __post_init__(self):
+        validate.instance("vision", self.vision, ViTConfig)
+        for name in ("vocab_size", "max_len", "text_width", "text_depth", "text_heads", "frozen_width", "embed_dim"):
+            validate.integer(name, getattr(self, name), min=1)
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_width={self.text_width} must be divisible by text_heads={self.text_heads}")
+        validate.number("init_t", self.init_t)
         if self.text_tower not in {"scratch", "frozen"}:
             raise ValueError(f"text_tower must be 'scratch' or 'frozen', got {self.text_tower!r}")
         if self.vision.num_classes != 0:
@@ -163,24 +194,38 @@ def zero_shot_classifier(encode_texts: Callable[[list[str]], torch.Tensor], clas
     Each class's weight is the mean of its L2-normalized prompt embeddings over `templates` (each with a
     `{}` for the class name), normalized again. Returns (K, d_e) unit rows.
     """
-    if not classnames or not templates:
-        raise ValueError("classnames and templates must be non-empty")
+    if not callable(encode_texts):
+        raise TypeError(f"encode_texts must be a function texts -> (n, d_e) embeddings, got {type(encode_texts).__name__}")
+    classnames = validate.strings("classnames", classnames)
+    templates = validate.strings("templates", templates)
     if any("{}" not in t for t in templates):
-        raise ValueError("every template must contain '{}' for the class name")
+        raise ValueError(f"every template must contain '{{}}' for the class name, got {templates!r}")
     prompts = [t.format(c) for c in classnames for t in templates]
-    emb = F.normalize(encode_texts(prompts), dim=-1).reshape(len(classnames), len(templates), -1)  # (K, T, d_e)
+    out = encode_texts(prompts)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(prompts):
+        raise ValueError(f"encode_texts must return a ({len(prompts)}, d_e) tensor for {len(classnames)} classes x "
+                         f"{len(templates)} templates, got {tuple(getattr(out, 'shape', ())) or type(out).__name__}")
+    validate.tensor("encode_texts(prompts)", out, floating=True, finite=True)
+    emb = F.normalize(out, dim=-1).reshape(len(classnames), len(templates), -1)  # (K, T, d_e)
     return F.normalize(emb.mean(1), dim=-1)                                                      # (K, d_e)
 
 
 def zero_shot_predict(image_embeds: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """The lecture's "use for zero-shot prediction": (n, d_e) images x (K, d_e) classes -> (n, K) cosines."""
+    validate.tensor("image_embeds", image_embeds, dim=2, floating=True, finite=True)
+    validate.tensor("classifier", classifier, dim=2, floating=True, finite=True)
+    if image_embeds.shape[1] != classifier.shape[1]:
+        raise ValueError(f"image_embeds (n, d_e) and classifier (K, d_e) must have the same d_e, got "
+                         f"{tuple(image_embeds.shape)} and {tuple(classifier.shape)}")
     return F.normalize(image_embeds, dim=-1) @ classifier.T
 
 
 def recall_at_k(similarity: torch.Tensor, k: int) -> float:
     """Share of queries (rows) whose match (the same index) is among the k most similar columns."""
+    validate.tensor("similarity", similarity, dim=2, finite=True)
     if similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"similarity must be square (query i matches item i), got {tuple(similarity.shape)}")
+    validate.integer("k", k, 1, similarity.shape[1])
     topk = similarity.topk(k, dim=1).indices                     # (n, k)
     return (topk == torch.arange(len(similarity))[:, None]).any(1).float().mean().item()
 
@@ -191,6 +236,7 @@ def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
     Two images with the same caption in one batch would each count the other's caption as a negative;
     keeping one of them removes those false negatives.
     """
+    validate.tensor("keys", keys)
     if keys.dim() != 1:
         raise ValueError(f"keys must be 1-D, got shape {tuple(keys.shape)}")
     order = torch.arange(len(keys))

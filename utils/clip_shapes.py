@@ -9,7 +9,9 @@ from dataclasses import asdict
 
 import torch
 
-from . import clip, shapes, training, vit
+from pathlib import Path
+
+from . import clip, shapes, training, validate, vit
 from .pretrained import load_minilm, mean_pooled_embeddings
 from .text import tokenize, wordpiece_tokenizer
 
@@ -24,6 +26,8 @@ RECIPES = {
 
 
 def clip_config(tower: str, patch_size: int = 4) -> clip.CLIPConfig:
+    validate.choice("tower", tower, ("minilm", "scratch"))
+    validate.integer("patch_size", patch_size, min=1)
     vision = vit.ViTConfig(image_size=32, patch_size=patch_size, dim=64, depth=4, heads=4, mlp_dim=128, num_classes=0)
     return clip.CLIPConfig(vision=vision, text_tower="frozen" if tower == "minilm" else "scratch", embed_dim=64)
 
@@ -36,8 +40,7 @@ class TextEncoder:
     """
 
     def __init__(self, tower: str):
-        if tower not in {"minilm", "scratch"}:
-            raise ValueError(f"tower must be 'minilm' or 'scratch', got {tower!r}")
+        validate.choice("tower", tower, ("minilm", "scratch"))
         self.tower = tower
         if tower == "minilm":
             self.tokenizer, self.minilm = load_minilm()
@@ -47,6 +50,9 @@ class TextEncoder:
 
     def features(self, texts: list[str]) -> torch.Tensor:
         """(n, 384) frozen MiniLM features (minilm tower only)."""
+        if self.tower != "minilm":
+            raise ValueError("features() needs the minilm tower; this TextEncoder's tower is 'scratch' (use inputs())")
+        texts = validate.strings("texts", texts)
         new = sorted({t for t in texts if t not in self.cache})
         if new:
             for t, f in zip(new, mean_pooled_embeddings(self.tokenizer, self.minilm, new)):
@@ -55,6 +61,7 @@ class TextEncoder:
 
     def inputs(self, texts: list[str]) -> dict:
         """The keyword arguments of `TinyCLIP.encode_text` / `forward` for these texts."""
+        texts = validate.strings("texts", texts)
         if self.tower == "minilm":
             return {"text_features": self.features(texts)}
         ids, mask = tokenize(self.tokenizer, texts)
@@ -62,6 +69,10 @@ class TextEncoder:
 
     @torch.no_grad()
     def __call__(self, model: clip.TinyCLIP, texts: list[str]) -> torch.Tensor:
+        validate.instance("model", model, clip.TinyCLIP)
+        if (model.text_tower is None) != (self.tower == "minilm"):
+            raise ValueError(f"model has a {'frozen' if model.text_tower is None else 'scratch'} text tower, this "
+                             f"TextEncoder is {self.tower!r}: use TextEncoder({'minilm' if model.text_tower is None else 'scratch'!r})")
         model.eval()
         return model.encode_text(**self.inputs(list(texts)))
 
@@ -75,6 +86,9 @@ def captioned_images(n: int, seed: int, split: str = "train"):
 
 @torch.no_grad()
 def image_embeddings(model: clip.TinyCLIP, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    validate.instance("model", model, clip.TinyCLIP)
+    validate.tensor("images", images, dim=4, floating=True)
+    validate.integer("batch_size", batch_size, min=1)
     model.eval()
     return torch.cat([model.encode_image(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
@@ -86,6 +100,14 @@ def train_clip(tower: str, images: torch.Tensor, captions: list[str], encoder: T
     Batches keep one image per distinct caption (`clip.first_occurrences`), so no caption in a batch is a
     false negative for another image. History.extra holds the temperature exp(t) and the batch size per step.
     """
+    validate.choice("tower", tower, ("minilm", "scratch"))
+    validate.tensor("images", images, dim=4, floating=True, finite=True)
+    captions = validate.strings("captions", captions)
+    if len(captions) != len(images):
+        raise ValueError(f"images and captions must be aligned, got {len(images)} images and {len(captions)} captions")
+    validate.instance("encoder", encoder, TextEncoder)
+    if encoder.tower != tower:
+        raise ValueError(f"encoder is a TextEncoder({encoder.tower!r}) but tower={tower!r}")
     torch.manual_seed(seed)
     model = clip.TinyCLIP(clip_config(tower, patch_size))
     vocab = {c: i for i, c in enumerate(sorted(set(captions)))}
@@ -113,6 +135,8 @@ def zero_shot_eval(model: clip.TinyCLIP, encoder: TextEncoder, ds, templates=TEM
     Colour (shape) predictions sum the class probabilities over shapes (colours). Returns accuracies in
     [0, 1] and the (n, K) similarities.
     """
+    validate.instance("model", model, clip.TinyCLIP)
+    validate.instance("encoder", encoder, TextEncoder)
     (images,) = shapes.dataset_tensors(ds, [])
     color, shape = (torch.tensor(ds[c]) for c in ("color", "shape"))
     classifier = clip.zero_shot_classifier(lambda t: encoder(model, t), classnames, templates)  # (K, d_e)
@@ -134,6 +158,8 @@ def load_shipped(tower: str, directory) -> clip.TinyCLIP:
     """A shipped TinyCLIP checkpoint (`clip_<tower>`), hash-checked against data/MANIFEST."""
     from .checkpoints import load_checkpoint
 
+    validate.choice("tower", tower, ("minilm", "scratch"))
+    directory = Path(validate.instance("directory", directory, (str, Path)))
     state, config = load_checkpoint(directory / f"clip_{tower}")
     model = clip.TinyCLIP(clip_config(tower, config["recipe"]["patch_size"]))
     model.load_state_dict(state)

@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from . import validate
+
 SHAPES = ("circle", "square", "triangle", "cross")
 COLORS = {  # RGB in [0, 1]; hues far apart so that light noise never changes the name of a colour
     "red": (0.86, 0.16, 0.16), "green": (0.18, 0.70, 0.24), "blue": (0.20, 0.36, 0.92),
@@ -47,6 +49,13 @@ class ShapeObject:
     x: float     # centre column, pixels
     y: float     # centre row, pixels
 
+    def __post_init__(self):
+        validate.choice("shape", self.shape, SHAPES)
+        validate.choice("color", self.color, COLOR_NAMES)
+        validate.choice("size", self.size, SIZE_NAMES)
+        validate.number("x", self.x)
+        validate.number("y", self.y)
+
     def radius(self, canvas: int) -> float:
         return SIZES[self.size] * canvas
 
@@ -63,17 +72,36 @@ class Scene:
     noise_seed: int = 0               # seeds the light pixel noise and colour jitter of the rendering
     meta: dict = field(default_factory=dict, compare=False)
 
+    def __post_init__(self):
+        if not isinstance(self.objects, tuple) or not all(isinstance(o, ShapeObject) for o in self.objects):
+            raise TypeError(f"objects must be a tuple of ShapeObject, got {type(self.objects).__name__}")
+        _check_canvas(self.canvas)
+        validate.number("background", self.background, 0.0, 1.0)
+        validate.integer("noise_seed", self.noise_seed, min=0)
+
     def to_json(self) -> str:
         return json.dumps({"objects": [asdict(o) for o in self.objects], "canvas": self.canvas,
                            "background": self.background, "noise_seed": self.noise_seed})
 
     @staticmethod
     def from_json(text: str) -> "Scene":
-        d = json.loads(text)
-        return Scene(tuple(ShapeObject(**o) for o in d["objects"]), d["canvas"], d["background"], d["noise_seed"])
+        validate.instance("text", text, (str, bytes))
+        try:
+            d = json.loads(text)
+            return Scene(tuple(ShapeObject(**o) for o in d["objects"]), d["canvas"], d["background"], d["noise_seed"])
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"text must be a scene's JSON (Scene.to_json), got {text[:60]!r} ({e})") from None
+
+
+def _check_canvas(canvas) -> int:
+    """A canvas side in pixels: an int >= 8 (a large shape is 0.56 of the side across and needs a margin)."""
+    return validate.integer("canvas", canvas, min=8)
 
 
 def position_name(x: float, y: float, canvas: int) -> str:
+    validate.number("x", x)
+    validate.number("y", y)
+    _check_canvas(canvas)
     col = ("left", "", "right")[min(int(3 * x / canvas), 2)]
     row = ("top", "", "bottom")[min(int(3 * y / canvas), 2)]
     return f"{row} {col}".strip() or "center"
@@ -95,6 +123,9 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def render_scene(scene: Scene, noise: float = 0.04, supersample: int = 4) -> np.ndarray:
     """Render a scene to an (H, W, 3) uint8 image: anti-aliased shapes, colour jitter, Gaussian noise."""
+    validate.instance("scene", scene, Scene)
+    validate.number("noise", noise, min=0.0)
+    validate.integer("supersample", supersample, min=1)
     n, s = scene.canvas, supersample
     rng = np.random.default_rng(scene.noise_seed)
     img = np.full((n, n, 3), scene.background, dtype=np.float64)
@@ -116,7 +147,14 @@ def render_scene(scene: Scene, noise: float = 0.04, supersample: int = 4) -> np.
 
 # ----------------------------------------------------------------------------- sampling
 def _check_holdout(holdout: Iterable[tuple[str, str]]) -> frozenset:
-    pairs = frozenset(tuple(p) for p in holdout)
+    if isinstance(holdout, str) or not hasattr(holdout, "__iter__"):
+        raise TypeError(f"holdout must be a list of (colour, shape) pairs, got {type(holdout).__name__} {holdout!r}")
+    pairs = []
+    for p in holdout:
+        if isinstance(p, str) or not hasattr(p, "__len__") or len(p) != 2:
+            raise ValueError(f"holdout pairs must be (colour, shape) from {COLOR_NAMES} x {SHAPES}, got {p!r}")
+        pairs.append(tuple(p))
+    pairs = frozenset(pairs)
     for color, shape in pairs:
         if color not in COLORS or shape not in SHAPES:
             raise ValueError(f"holdout pairs must be (colour, shape) from {COLOR_NAMES} x {SHAPES}, got {(color, shape)}")
@@ -127,17 +165,21 @@ def allowed_pairs(split: str = "all", holdout: Iterable[tuple[str, str]] = DEFAU
     """(colour, shape) pairs a split may show: 'train' leaves out `holdout`, 'heldout' is only `holdout`."""
     held = _check_holdout(holdout)
     every = [(c, s) for c in COLOR_NAMES for s in SHAPES]
-    if split == "all":
-        return every
-    if split == "train":
-        return [p for p in every if p not in held]
-    if split == "heldout":
-        return [p for p in every if p in held]
-    raise ValueError(f"split must be 'all', 'train' or 'heldout', got {split!r}")
+    validate.choice("split", split, ("all", "train", "heldout"))
+    pairs = {"all": every, "train": [p for p in every if p not in held], "heldout": [p for p in every if p in held]}[split]
+    if not pairs:
+        raise ValueError(f"holdout leaves no (colour, shape) pair for split={split!r}: "
+                         f"{'it holds every pair' if split == 'train' else 'it is empty'}")
+    return pairs
 
 
 def sample_object(rng: np.random.Generator, canvas: int, pairs: Sequence[tuple[str, str]],
                   sizes: Sequence[str] = SIZE_NAMES) -> ShapeObject:
+    validate.instance("rng", rng, np.random.Generator)
+    _check_canvas(canvas)
+    if not pairs:
+        raise ValueError("pairs must hold at least one (colour, shape) pair, got none")
+    _check_sizes(sizes)
     color, shape = pairs[rng.integers(len(pairs))]
     size = sizes[rng.integers(len(sizes))]
     r = SIZES[size] * canvas
@@ -149,6 +191,11 @@ def sample_scene(rng: np.random.Generator, n_objects: int = 1, canvas: int = 32,
                  holdout: Iterable[tuple[str, str]] = DEFAULT_HOLDOUT, sizes: Sequence[str] = SIZE_NAMES,
                  max_tries: int = 200) -> Scene:
     """A scene with `n_objects` non-overlapping objects; `ValueError` when they cannot fit on the canvas."""
+    validate.instance("rng", rng, np.random.Generator)
+    validate.integer("n_objects", n_objects)
+    _check_canvas(canvas)
+    _check_sizes(sizes)
+    validate.integer("max_tries", max_tries, min=1)
     if n_objects < 1:
         raise ValueError(f"n_objects must be >= 1, got {n_objects}")
     min_r = min(SIZES[s] for s in sizes) * canvas
@@ -172,14 +219,30 @@ def sample_scene(rng: np.random.Generator, n_objects: int = 1, canvas: int = 32,
                      f"after {max_tries} tries; use fewer or smaller objects or a larger canvas")
 
 
+def _check_sizes(sizes) -> None:
+    if isinstance(sizes, str) or not sizes or any(s not in SIZES for s in sizes):
+        raise ValueError(f"sizes must be a non-empty list of {SIZE_NAMES}, got {sizes!r}")
+
+
 def describe(template: str, color: str, shape: str, size: str, position: str) -> str:
     """Fill a caption template with attribute words, with the right article ("an orange circle")."""
-    text = template.format(color=color, shape=shape, size=size, position=position)
+    validate.instance("template", template, str)
+    for name, value in (("color", color), ("shape", shape), ("size", size), ("position", position)):
+        validate.instance(name, value, str)
+    try:
+        text = template.format(color=color, shape=shape, size=size, position=position)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"template may only use {{color}}, {{shape}}, {{size}}, {{position}}, got {template!r} ({e!r})") from None
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
 def caption(obj: ShapeObject, canvas: int, template: int | str = 0) -> str:
     """Describe one object with a caption template (an index into CAPTION_TEMPLATES, or a format string)."""
+    validate.instance("obj", obj, ShapeObject)
+    if isinstance(template, bool) or not isinstance(template, (int, str)):
+        raise TypeError(f"template must be an index into CAPTION_TEMPLATES or a format string, got {template!r}")
+    if isinstance(template, int):
+        validate.integer("template", template, 0, len(CAPTION_TEMPLATES) - 1)
     fmt = CAPTION_TEMPLATES[template] if isinstance(template, int) else template
     return describe(fmt, obj.color, obj.shape, obj.size, obj.position(canvas))
 
@@ -194,8 +257,14 @@ def make_shapes_dataset(n: int, seed: int = 0, canvas: int = 32, split: str = "a
     """
     from datasets import ClassLabel, Dataset, Features, Image, Value
 
+    validate.integer("n", n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    validate.integer("seed", seed, min=0)
+    _check_canvas(canvas)
+    validate.number("noise", noise, min=0.0)
+    holdout = holdout if isinstance(holdout, str) or not hasattr(holdout, "__iter__") else tuple(holdout)
+    allowed_pairs(split, holdout)  # refuses a bad split or an impossible holdout before any work
     rng = np.random.default_rng(seed)
     rows = {k: [] for k in ("image", "shape", "color", "size", "x", "y", "position", "caption", "scene")}
     for _ in range(n):
@@ -218,12 +287,24 @@ def make_shapes_dataset(n: int, seed: int = 0, canvas: int = 32, split: str = "a
 
 def images_to_tensor(images) -> torch.Tensor:
     """A list/array of (H, W, 3) uint8 images (or PIL images) -> (B, 3, H, W) float32 in [0, 1]."""
-    arr = np.stack([np.asarray(im) for im in images])       # (B, H, W, 3)
+    if isinstance(images, torch.Tensor):
+        raise TypeError("images must be (H, W, 3) uint8 arrays or PIL images, got a torch.Tensor (already converted?)")
+    if isinstance(images, (str, bytes)) or not hasattr(images, "__len__") or len(images) == 0:
+        raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
+    arrays = [np.asarray(im) for im in images]
+    if any(a.shape != arrays[0].shape for a in arrays) or arrays[0].ndim != 3 or arrays[0].shape[-1] != 3:
+        raise ValueError(f"images must all be (H, W, 3), got shapes {sorted({a.shape for a in arrays})[:3]}")
+    if arrays[0].dtype != np.uint8:
+        raise ValueError(f"images must be uint8 in [0, 255], got dtype {arrays[0].dtype}")
+    arr = np.stack(arrays)                                  # (B, H, W, 3)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
 
 
 def dataset_tensors(ds, label: str | Sequence[str] = "shape"):
     """Images of a ShapesWorld dataset as (B, 3, H, W) floats, with one or more label columns as int64."""
-    images = images_to_tensor(ds.with_format("numpy")["image"])
     labels = [label] if isinstance(label, str) else list(label)
+    for c in labels:
+        if c not in getattr(ds, "column_names", ()):
+            raise ValueError(f"label {c!r} is not a column of ds; its columns: {getattr(ds, 'column_names', None)}")
+    images = images_to_tensor(ds.with_format("numpy")["image"])
     return (images, *(torch.as_tensor(np.asarray(ds[c]), dtype=torch.long) for c in labels))

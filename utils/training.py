@@ -3,12 +3,14 @@ history out. It knows nothing of ViT, CLIP or AST.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
+from . import validate
 from .progress import progress
 
 
@@ -24,6 +26,18 @@ class TrainConfig:
     eval_every: int = 0          # call eval_fn every this many steps (0 = only at the end)
     progress: bool = True        # show a tqdm bar
 
+    def __post_init__(self):
+        validate.integer("steps", self.steps, min=1)
+        validate.integer("batch_size", self.batch_size, min=1)
+        validate.number("lr", self.lr, 0.0, strict_min=True)
+        validate.number("weight_decay", self.weight_decay, min=0.0)
+        validate.integer("warmup", self.warmup, min=0)
+        validate.number("grad_clip", self.grad_clip, min=0.0)  # a negative max norm flips the gradient
+        validate.integer("seed", self.seed, min=0)
+        validate.integer("eval_every", self.eval_every, min=0)
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be True or False, got {self.progress!r}")
+
 
 @dataclass
 class History:
@@ -36,6 +50,7 @@ class History:
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up then cosine decay: the learning rate at `step`."""
+    validate.integer("step", step, min=0)
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -44,6 +59,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def batches(tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator):
     """Endless shuffled mini-batches over aligned tensors (the same rows of each)."""
+    _check_data(tensors)
+    validate.integer("batch_size", batch_size, min=1)
+    validate.instance("generator", generator, torch.Generator)
     n = len(tensors[0])
     if any(len(t) != n for t in tensors):
         raise ValueError(f"tensors must have the same length, got {[len(t) for t in tensors]}")
@@ -54,6 +72,17 @@ def batches(tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.G
         for i in range(0, n - batch_size + 1, batch_size):
             idx = order[i:i + batch_size]
             yield tuple(t[idx] for t in tensors)
+
+
+def _check_data(data, name: str = "data") -> None:
+    """A non-empty sequence of tensors with at least one row each (refused: one bare tensor, arrays, lists)."""
+    if isinstance(data, torch.Tensor) or not isinstance(data, (tuple, list)) or not data:
+        raise TypeError(f"{name} must be a non-empty tuple of aligned tensors, e.g. (images, labels), "
+                        f"got {type(data).__name__}")
+    for i, t in enumerate(data):
+        validate.tensor(f"{name}[{i}]", t)
+        if t.dim() == 0 or len(t) == 0:
+            raise ValueError(f"{name}[{i}] must have at least one row, got shape {tuple(t.shape)}")
 
 
 def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callable, cfg: TrainConfig,
@@ -71,7 +100,21 @@ def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callabl
     Returns:
         History with the per-step loss, evaluations and wall time.
     """
+    validate.instance("model", model, torch.nn.Module)
+    _check_data(data)
+    for i, t in enumerate(data):  # NaN or inf in the data would make every loss NaN without a word
+        validate.tensor(f"data[{i}]", t, finite=True)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function loss_fn(model, batch) -> loss, got {type(loss_fn).__name__}")
+    validate.instance("cfg", cfg, TrainConfig)
+    cfg.__post_init__()  # fields may have been changed after construction
+    if eval_fn is not None and not callable(eval_fn):
+        raise TypeError(f"eval_fn must be a function eval_fn(model) -> dict or None, got {type(eval_fn).__name__}")
+    if cfg.batch_size > len(data[0]):
+        raise ValueError(f"cfg.batch_size={cfg.batch_size} is larger than the data ({len(data[0])} rows)")
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("params must hold at least one parameter that requires grad; got none to train")
     decay = [p for p in params if p.dim() >= 2]  # no weight decay on biases, norms, scalars
     rest = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -86,12 +129,19 @@ def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callabl
             group["lr"] = lr_at(step, cfg)
         out = loss_fn(model, next(stream))
         loss, logs = out if isinstance(out, tuple) else (out, {})
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise TypeError(f"loss_fn must return a 0-d loss tensor (or (loss, dict)), got "
+                            f"{type(loss).__name__} {tuple(getattr(loss, 'shape', ()))}")
+        value = loss.item()
+        if not math.isfinite(value):
+            raise ValueError(f"the loss is {value} at step {step}: loss_fn returned a non-finite loss (lower cfg.lr "
+                             f"= {cfg.lr}, or check loss_fn and the model for NaN); training stopped")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        hist.loss.append(loss.item())
+        hist.loss.append(value)
         for k, v in logs.items():
             hist.extra.setdefault(k, []).append(float(v))
         if step % 10 == 0:
@@ -111,12 +161,22 @@ def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callabl
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Model outputs over `inputs` in eval mode, batch by batch, concatenated."""
+    validate.instance("model", model, torch.nn.Module)
+    validate.tensor("inputs", inputs)
+    validate.integer("batch_size", batch_size, min=1)
+    if inputs.dim() == 0 or len(inputs) == 0:
+        raise ValueError(f"inputs must have at least one row, got shape {tuple(inputs.shape)}")
     model.eval()
     return torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1]."""
+    validate.tensor("logits", logits, dim=2, finite=True)
+    validate.tensor("labels", labels, dim=1)
+    if len(logits) != len(labels) or len(labels) == 0:
+        raise ValueError(f"logits (n, K) and labels (n,) must have the same n >= 1, got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
     return (logits.argmax(-1) == labels).float().mean().item()
 
 
@@ -124,6 +184,8 @@ def plot_history(hist: History, ax=None, smooth: int = 20, title: str = "trainin
     """The loss curve (raw and a moving average over `smooth` steps); returns the Axes."""
     import matplotlib.pyplot as plt
 
+    validate.instance("hist", hist, History)
+    validate.integer("smooth", smooth, min=1)
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     loss = torch.tensor(hist.loss)
     ax.plot(loss, alpha=0.3, label="per step")
@@ -141,8 +203,19 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
     Features are L2-normalized first, as CLIP's linear probes are; apply the same to test features.
     """
+    validate.tensor("features", features, dim=2, floating=True, finite=True)
+    validate.tensor("labels", labels, dim=1)
+    if labels.is_floating_point():
+        raise ValueError(f"labels must hold class indices (int64), got dtype {labels.dtype}")
     if len(features) != len(labels):
         raise ValueError(f"features and labels must have the same length, got {len(features)} and {len(labels)}")
+    validate.integer("num_classes", num_classes, min=2)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, num_classes={num_classes}), got [{labels.min().item()}, {labels.max().item()}]")
+    validate.integer("steps", steps, min=1)
+    validate.number("lr", lr, 0.0, strict_min=True)
+    validate.number("weight_decay", weight_decay, min=0.0)
+    validate.integer("seed", seed, min=0)
     torch.manual_seed(seed)
     x = torch.nn.functional.normalize(features.detach(), dim=-1)
     probe = torch.nn.Linear(x.shape[1], num_classes)

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import validate
+
 
 # ----------------------------------------------------------------------------- patches
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -27,9 +29,10 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
         (B, N, P*P*C) with N = (H/P)*(W/P): patches in row-major order over the grid, each one flattened
         pixel row by pixel row, the C channels of a pixel kept together (`p1 p2 c`).
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a 4-D tensor (B, C, H, W), got shape {tuple(getattr(images, 'shape', ()))}")
-    if not isinstance(patch_size, int) or patch_size < 1:
+    validate.tensor("images", images)
+    if images.dim() != 4:
+        raise ValueError(f"images must be a 4-D tensor (B, C, H, W), got shape {tuple(images.shape)}")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
         raise ValueError(f"patch_size must be an int >= 1, got {patch_size!r}")
     B, C, H, W = images.shape
     P = patch_size
@@ -42,8 +45,12 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def unpatchify(patches: torch.Tensor, patch_size: int, image_size: int | tuple[int, int], channels: int) -> torch.Tensor:
     """Inverse of `patchify`: (B, N, P*P*C) -> (B, C, H, W)."""
+    validate.tensor("patches", patches)
+    if not isinstance(image_size, int) and (not isinstance(image_size, (tuple, list)) or len(image_size) != 2):
+        raise TypeError(f"image_size must be an int or an (H, W) pair, got {image_size!r}")
     H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
-    P, C = patch_size, channels
+    validate.integer("H", H, min=1), validate.integer("W", W, min=1)
+    P, C = validate.integer("patch_size", patch_size), validate.integer("channels", channels, min=1)
     if P < 1 or H % P or W % P:
         raise ValueError(f"image_size {(H, W)} is not divisible by patch_size={P}")
     h, w = H // P, W // P
@@ -56,6 +63,11 @@ def unpatchify(patches: torch.Tensor, patch_size: int, image_size: int | tuple[i
 
 def linear_to_conv_weight(weight: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
     """The Linear patch projection (D, P*P*C) as the equivalent Conv2d kernel (D, C, P, P)."""
+    validate.tensor("weight", weight, dim=2)
+    validate.integer("patch_size", patch_size, min=1), validate.integer("channels", channels, min=1)
+    if weight.shape[1] != patch_size * patch_size * channels:
+        raise ValueError(f"weight must be (D, P*P*C) = (D, {patch_size * patch_size * channels}) for patch_size="
+                         f"{patch_size}, channels={channels}, got {tuple(weight.shape)}")
     D = weight.shape[0]
     return weight.reshape(D, patch_size, patch_size, channels).permute(0, 3, 1, 2)  # (D, C, P, P)
 
@@ -66,6 +78,9 @@ def sincos_2d_position_embedding(grid_h: int, grid_w: int, dim: int, temperature
     Returns (N, D) with N = grid_h * grid_w in row-major order: [sin(x w), cos(x w), sin(y w), cos(y w)],
     each part D/4 wide, w_k = temperature^(-k / (D/4)), x the column and y the row of the patch.
     """
+    validate.integer("grid_h", grid_h, min=1), validate.integer("grid_w", grid_w, min=1)
+    validate.integer("dim", dim, min=4)
+    validate.number("temperature", temperature, 0.0, strict_min=True)
     if dim % 4:
         raise ValueError(f"dim must be divisible by 4 for 2-D sine-cosine embeddings, got {dim}")
     y, x = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
@@ -81,8 +96,12 @@ class PatchEmbedding(nn.Module):
     def __init__(self, *, image_size: int, patch_size: int, channels: int, dim: int,
                  cls_token: bool = True, pos: str = "learned"):
         super().__init__()
-        if pos not in {"learned", "sincos", "none"}:
-            raise ValueError(f"pos must be 'learned', 'sincos' or 'none', got {pos!r}")
+        validate.choice("pos", pos, ("learned", "sincos", "none"))
+        for name, value in (("image_size", image_size), ("patch_size", patch_size), ("channels", channels), ("dim", dim)):
+            validate.integer(name, value, min=1)
+        if image_size % patch_size:
+            raise ValueError(f"image_size={image_size} must be divisible by patch_size={patch_size}")
+        self.image_size, self.channels = image_size, channels
         self.patch_size, self.grid = patch_size, image_size // patch_size
         n = self.grid ** 2 + int(cls_token)
         self.proj = nn.Linear(patch_size * patch_size * channels, dim)  # W in R^{D x (P*P*C)}
@@ -98,6 +117,11 @@ class PatchEmbedding(nn.Module):
             self.pos_embed = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        validate.tensor("images", images, dim=4)
+        if images.shape[1] != self.channels or (self.pos_embed is not None and tuple(images.shape[2:]) != (
+                self.image_size, self.image_size)):
+            raise ValueError(f"images must be (B, {self.channels}, {self.image_size}, {self.image_size}) for this "
+                             f"model, got {tuple(images.shape)}")
         x = self.proj(patchify(images, self.patch_size))            # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
@@ -115,6 +139,16 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     Returns:
         out (..., N, d) and the attention weights (..., N, N), each row summing to 1.
     """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        validate.tensor(name, x, floating=True)
+        if x.dim() < 2:
+            raise ValueError(f"{name} must be (..., N, d), got shape {tuple(x.shape)}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"q and k must share d and k and v must share N, got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool):
+        raise TypeError(f"mask must be a bool tensor (True where a query may attend), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., N, N)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -131,6 +165,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, fused: bool = True):
         super().__init__()
+        validate.integer("dim", dim, min=1), validate.integer("heads", heads, min=1)
         if dim % heads:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
         self.heads, self.fused = heads, fused
@@ -182,6 +217,10 @@ class ViTConfig:
     pos: str = "learned"      # 'learned' or 'sincos' position embeddings
 
     def __post_init__(self):
+        for name in ("image_size", "patch_size", "channels", "dim", "depth", "heads", "mlp_dim"):
+            validate.integer(name, getattr(self, name), min=1)
+        validate.integer("num_classes", self.num_classes, min=0)
+        validate.choice("pos", self.pos, ("learned", "sincos", "none"))
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}")
         if self.dim % self.heads:
@@ -244,6 +283,7 @@ def to_torchvision(model: ViT):
     """torchvision's `VisionTransformer` with the same config and `model`'s weights copied in."""
     from torchvision.models.vision_transformer import VisionTransformer
 
+    validate.instance("model", model, ViT)
     cfg = model.cfg
     if cfg.channels != 3 or cfg.pos != "learned":
         raise ValueError("torchvision's VisionTransformer needs channels=3 and learned position embeddings")

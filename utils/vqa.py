@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .shapes import COLOR_NAMES, SHAPES, SIZES, Scene, ShapeObject, position_name, render_scene
+from . import validate
+from .shapes import COLOR_NAMES, SHAPES, SIZES, Scene, ShapeObject, _check_canvas, position_name, render_scene
 
 QUESTION_TYPES = ("colour", "shape", "count", "where", "yes/no")
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
@@ -28,9 +29,19 @@ def place_objects(rng: np.random.Generator, specs: list[tuple[str, str, str | No
 
     A position name puts the object's centre in that ninth of the canvas. `ValueError` when they do not fit.
     """
+    validate.instance("rng", rng, np.random.Generator)
+    _check_canvas(canvas)
+    validate.integer("max_tries", max_tries, min=1)
+    if isinstance(specs, str) or not hasattr(specs, "__len__") or not specs:
+        raise ValueError(f"specs must be a non-empty list of (shape, colour, position or None), got {specs!r}")
+    for i, spec in enumerate(specs):
+        if (not isinstance(spec, (tuple, list)) or len(spec) != 3 or spec[0] not in SHAPES or spec[1] not in COLOR_NAMES
+                or (spec[2] is not None and spec[2] not in POSITIONS)):
+            raise ValueError(f"specs[{i}] must be (shape in {SHAPES}, colour in {COLOR_NAMES}, a position in "
+                             f"POSITIONS or None), got {spec!r}")
     r = SIZES[VQA_SIZE] * canvas
     if len(specs) * (2 * r) ** 2 > canvas ** 2:
-        raise ValueError(f"{len(specs)} objects of size {VQA_SIZE!r} cannot fit on a {canvas}x{canvas} canvas")
+        raise ValueError(f"specs: {len(specs)} objects of size {VQA_SIZE!r} cannot fit on a {canvas}x{canvas} canvas")
     third = canvas / 3
     for _ in range(max_tries):
         placed: list[ShapeObject] = []
@@ -85,6 +96,9 @@ def _others(rng, n: int, avoid_shape=None, avoid_colour=None, avoid_pair=None):
 
 def make_item(rng: np.random.Generator, qtype: str, canvas: int = 32) -> dict:
     """One multiple-choice item of type `qtype`: scene, question, four choices, the correct index."""
+    validate.instance("rng", rng, np.random.Generator)
+    validate.choice("qtype", qtype, QUESTION_TYPES)
+    _check_canvas(canvas)
     n_objects = int(rng.integers(2, 5))  # 2 to 4 objects
     if qtype == "colour":      # What colour is the circle?  (the only circle in the scene)
         shape, colour = _pick(rng, SHAPES), _pick(rng, COLOR_NAMES)
@@ -138,8 +152,13 @@ def make_vqa_dataset(n: int, seed: int = 0, canvas: int = 32, qtypes=QUESTION_TY
     """
     from datasets import Dataset, Features, Image, Sequence, Value
 
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    _check_n_seed_canvas_noise(n, seed, canvas, noise)
+    if isinstance(qtypes, str):
+        raise TypeError(f"qtypes must be a list of question types, got one string {qtypes!r}; wrap it in a list")
+    if not hasattr(qtypes, "__len__") or len(qtypes) == 0:
+        raise ValueError(f"qtypes must be a non-empty list of {QUESTION_TYPES}, got {qtypes!r}")
+    for q in qtypes:
+        validate.choice("qtypes[i]", q, QUESTION_TYPES)
     rng = np.random.default_rng(seed)
     rows = {k: [] for k in ("image", "question", "choices", "answer", "qtype", "scene")}
     for i in range(n):
@@ -153,6 +172,15 @@ def make_vqa_dataset(n: int, seed: int = 0, canvas: int = 32, qtypes=QUESTION_TY
     return Dataset.from_dict(rows, features=features)
 
 
+def _check_n_seed_canvas_noise(n, seed, canvas, noise) -> None:
+    validate.integer("n", n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    validate.integer("seed", seed, min=0)
+    _check_canvas(canvas)
+    validate.number("noise", noise, min=0.0)
+
+
 # ----------------------------------------------------------------------------- caption matching
 def make_caption_matching_dataset(n: int, seed: int = 0, canvas: int = 32, noise: float = 0.04):
     """One-object scenes, each with its true caption and four distractors that each change one attribute
@@ -161,6 +189,7 @@ def make_caption_matching_dataset(n: int, seed: int = 0, canvas: int = 32, noise
 
     from .shapes import SIZE_NAMES, describe, sample_scene
 
+    _check_n_seed_canvas_noise(n, seed, canvas, noise)
     rng = np.random.default_rng(seed)
     template = "a {size} {color} {shape} in the {position}"
     rows = {k: [] for k in ("image", "captions", "answer", "changed", "scene")}

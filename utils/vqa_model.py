@@ -14,7 +14,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import validate
 from .vqa import QUESTION_TYPES
+
+
+def _check_image(name: str, image) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 image, got shape {arr.shape} and dtype {arr.dtype}")
+    return arr
 
 
 # ----------------------------------------------------------------------------- object (region) features
@@ -25,6 +33,10 @@ def object_masks(image: np.ndarray, saturation: float = 0.3, min_area: int = 6, 
     masks, largest first. (Real VQA systems get such regions from a trained detector.)"""
     from scipy import ndimage
 
+    _check_image("image", image)
+    validate.number("saturation", saturation, 0.0, 1.0)
+    validate.integer("min_area", min_area, min=1)
+    validate.integer("max_objects", max_objects, min=1)
     rgb = np.asarray(image, dtype=np.float32) / 255.0
     labels, n = ndimage.label(rgb.max(-1) - rgb.min(-1) > saturation)
     masks = [labels == i for i in range(1, n + 1)]
@@ -38,6 +50,11 @@ def isolate_object(image: np.ndarray, masks: list[np.ndarray], k: int, rng: np.r
     `grown` may pass the masks already dilated by one pixel (to cover anti-aliased edges)."""
     from scipy import ndimage
 
+    _check_image("image", image)
+    validate.instance("rng", rng, np.random.Generator)
+    if isinstance(masks, np.ndarray) or not isinstance(masks, (list, tuple)) or not masks:
+        raise TypeError(f"masks must be a non-empty list of (H, W) bool masks (from object_masks), got {type(masks).__name__}")
+    validate.integer("k", k, 0, len(masks) - 1)
     rgb = np.asarray(image, dtype=np.float32) / 255.0
     grown = grown if grown is not None else [ndimage.binary_dilation(m) for m in masks]
     foreground = np.logical_or.reduce(grown)
@@ -55,6 +72,12 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
 
     Returns tokens (B, K, D + 3) and valid (B, K) bool, K = max_objects (absent objects are zeros, not valid).
     """
+    validate.instance("vision_tower", vision_tower, nn.Module)
+    validate.integer("max_objects", max_objects, min=1)
+    validate.integer("seed", seed, min=0)
+    validate.integer("batch_size", batch_size, min=1)
+    if isinstance(images, (str, torch.Tensor)) or not hasattr(images, "__len__") or len(images) == 0:
+        raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
     rng = np.random.default_rng(seed)
     crops, slots = [], []
     from scipy import ndimage
@@ -67,6 +90,9 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
             crops.append(isolate_object(image, masks, k, rng, grown))
             ys, xs = np.nonzero(m)
             slots.append((b, k, xs.mean() / W, ys.mean() / H, m.sum() / (H * W)))
+    if not crops:
+        raise ValueError(f"images hold no object: none of the {len(images)} images has a saturated region "
+                         f"(object_masks finds ShapesWorld's coloured shapes on a grey background)")
     vision_tower.eval()
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
     cls = torch.cat([vision_tower(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (n_objects, D)
@@ -90,6 +116,13 @@ class VQAConfig:
     heads: int = 2               # glimpses of the question-conditioned attention
 
     def __post_init__(self):
+        validate.integer("token_dim", self.token_dim, min=4)  # a feature, then x, y and area
+        validate.integer("text_dim", self.text_dim, min=1)
+        validate.integer("hidden", self.hidden, min=1)
+        validate.integer("heads", self.heads, min=1)
+        for name in ("use_image", "use_question", "use_answer"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.pool not in {"mean", "attention"}:
             raise ValueError(f"pool must be 'mean' or 'attention', got {self.pool!r}")
         if self.pool == "attention" and not self.use_question:
@@ -139,7 +172,20 @@ class AnswerScorer(nn.Module):
 
     def forward(self, tokens, valid, question, answers) -> torch.Tensor:
         """tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E) -> logits (B, A)."""
-        B, A, _ = answers.shape
+        cfg = self.cfg
+        validate.tensor("answers", answers, dim=3, floating=True)
+        B, A, E = answers.shape
+        validate.tensor("question", question, dim=2, floating=True)
+        validate.tensor("tokens", tokens, dim=3, floating=True)
+        validate.tensor("valid", valid, dim=2)
+        if E != cfg.text_dim or tuple(question.shape) != (B, cfg.text_dim):
+            raise ValueError(f"question (B, E) and answers (B, A, E) must have E = text_dim = {cfg.text_dim} and the "
+                             f"same B, got {tuple(question.shape)} and {tuple(answers.shape)}")
+        if tokens.shape[0] != B or tokens.shape[2] != cfg.token_dim or tuple(valid.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(f"tokens must be (B={B}, T, token_dim={cfg.token_dim}) and valid (B, T) bool, got "
+                             f"{tuple(tokens.shape)} and {tuple(valid.shape)}")
+        if valid.dtype != torch.bool:
+            raise TypeError(f"valid must be a bool tensor (True where a token is real), got {valid.dtype}")
         q = self.question(question)                                                 # (B, h)
         parts = []
         if self.cfg.use_image:
@@ -159,10 +205,12 @@ def frozen_image_tokens(images, vision_tower: nn.Module, kind: str = "objects", 
     kind: 'objects' (one region feature per object proposal, `object_features`) or 'patches' (the patch
     tokens after block `layer`, each with its grid position, like an object's centre and area).
     """
+    validate.integer("layer", layer, min=0)
+    validate.integer("batch_size", batch_size, min=1)
     if kind == "objects":
         return object_features(images, vision_tower)
     if kind != "patches":
-        raise ValueError(f"image_tokens must be 'objects' or 'patches', got {kind!r}")
+        raise ValueError(f"kind (image_tokens) must be 'objects' or 'patches', got {kind!r}")
     from .shapes import images_to_tensor
 
     x = images_to_tensor(images)
@@ -178,9 +226,21 @@ def frozen_image_tokens(images, vision_tower: nn.Module, kind: str = "objects", 
 
 
 def _encode(ds, vision_tower, text_features, candidates: str, kind: str, layer: int, question=None) -> dict:
+    missing = {"image", candidates, "answer"} - set(getattr(ds, "column_names", ()))
+    if missing:
+        raise ValueError(f"ds must be a datasets.Dataset with columns image, {candidates}, answer; it lacks {sorted(missing)}")
+    if not callable(text_features):
+        raise TypeError(f"text_features must be a function texts -> (n, E) features, got {type(text_features).__name__}")
+    validate.instance("vision_tower", vision_tower, nn.Module)
     tokens, valid = frozen_image_tokens(ds.with_format("numpy")["image"], vision_tower, kind, layer)
     choices = [list(c) for c in ds[candidates]]
-    answers = text_features([a for c in choices for a in c]).reshape(len(choices), len(choices[0]), -1)
+    flat = [a for c in choices for a in c]
+    answers = text_features(flat)
+    if not isinstance(answers, torch.Tensor) or answers.dim() != 2 or len(answers) != len(flat):
+        raise ValueError(f"text_features must return a ({len(flat)}, E) tensor for {len(flat)} texts, got "
+                         f"{tuple(getattr(answers, 'shape', ())) or type(answers).__name__}")
+    validate.tensor("text_features(...)", answers, finite=True)
+    answers = answers.reshape(len(choices), len(choices[0]), -1)
     return {"tokens": tokens, "valid": valid, "answers": answers, "answer": torch.tensor(ds["answer"]),
             "question": question if question is not None else text_features(list(ds["question"])),
             "qtype": list(ds["qtype"]) if "qtype" in ds.column_names else ["caption"] * len(ds)}
@@ -220,6 +280,10 @@ def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int
     """Train an AnswerScorer on encoded items with the shared loop; returns (model, History)."""
     from .training import TrainConfig, train
 
+    validate.instance("cfg", cfg, VQAConfig)
+    if not isinstance(feats, dict) or set(FIELDS) - set(feats):
+        raise ValueError(f"feats must be the dict of encode_items with keys {FIELDS}, got "
+                         f"{sorted(feats) if isinstance(feats, dict) else type(feats).__name__}")
     torch.manual_seed(seed)
     model = AnswerScorer(cfg)
     hist = train(model, tuple(feats[k] for k in FIELDS), vqa_loss,
@@ -231,6 +295,10 @@ def train_scorer(cfg: VQAConfig, feats: dict, steps: int = 1500, batch_size: int
 @torch.no_grad()
 def evaluate(model: AnswerScorer, feats: dict) -> dict:
     """Accuracy overall and per question type, with the (B, A) probabilities."""
+    validate.instance("model", model, AnswerScorer)
+    if not isinstance(feats, dict) or set(FIELDS + ("qtype",)) - set(feats):
+        raise ValueError(f"feats must be the dict of encode_items with keys {FIELDS + ('qtype',)}, got "
+                         f"{sorted(feats) if isinstance(feats, dict) else type(feats).__name__}")
     model.eval()
     probs = model(feats["tokens"], feats["valid"], feats["question"], feats["answers"]).softmax(-1)
     correct = probs.argmax(-1) == feats["answer"]
