@@ -309,3 +309,67 @@ def evaluate(model: AnswerScorer, feats: dict) -> dict:
             out[t] = correct[mask].float().mean().item()
     out["probs"] = probs
     return out
+
+
+# ----------------------------------------------------------------------------- notebook 05: the published baseline, probes
+@torch.no_grad()
+def global_image_tokens(images, vision_tower: nn.Module, batch_size: int = 500):
+    """The image input of Jabri et al.'s baseline as published: one global feature of the whole image (here the
+    frozen CLIP tower's CLS feature of the full scene, no object proposals), in the layout of the other image
+    tokens so that `AnswerScorer` (pool='mean') reads it: its position is the whole canvas (centre 0.5, 0.5,
+    area 1). Introduced in notebook 05.
+
+    Args:
+        images: (H, W, 3) uint8 images (a list or array), or a (B, 3, H, W) float tensor in [0, 1].
+        vision_tower: the CLIP image tower (a `utils.vit.ViT` with num_classes=0), kept frozen.
+    Returns:
+        tokens (B, 1, D + 3) and valid (B, 1) bool (all True).
+    """
+    from .shapes import images_to_tensor
+
+    if not isinstance(vision_tower, nn.Module):
+        raise TypeError(f"vision_tower must be an nn.Module, got {type(vision_tower).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    x = images if isinstance(images, torch.Tensor) else images_to_tensor(images)           # (B, 3, H, W)
+    if x.dim() != 4 or len(x) == 0:
+        raise ValueError(f"images must hold at least one image of shape (3, H, W), got shape {tuple(x.shape)}")
+    vision_tower.eval()
+    cls = torch.cat([vision_tower(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (B, D)
+    where = torch.tensor([0.5, 0.5, 1.0]).expand(len(cls), 3)                                # (B, 3)
+    return torch.cat([cls, where], -1)[:, None], torch.ones(len(cls), 1, dtype=torch.bool)
+
+
+def tokens_under_objects(scenes, tokens: torch.Tensor, valid: torch.Tensor):
+    """For every object of every scene, the image token nearest to the object's centre: for patch tokens the
+    patch under the centre, for object (region) tokens the proposal found there. The data of notebook 05's
+    probe: can a linear classifier read an object's shape and colour from that one token?
+
+    Args:
+        scenes: B `utils.shapes.Scene`s (or their JSON), the scenes the tokens were computed from.
+        tokens: (B, T, D + 3) image tokens whose last 3 numbers are centre x, centre y (fractions of the
+            canvas) and area, as `frozen_image_tokens` and `object_features` make them.
+        valid: (B, T) bool, which tokens exist.
+    Returns:
+        features (n, D) without the position numbers, and a dict of (n,) labels: 'shape' (index into
+        shapes.SHAPES) and 'colour' (index into shapes.COLOR_NAMES); n = the number of objects in all scenes.
+    """
+    from .shapes import COLOR_NAMES, SHAPES, Scene
+
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[-1] < 4:
+        raise ValueError(f"tokens must be a (B, T, D + 3) tensor, got {getattr(tokens, 'shape', type(tokens).__name__)}")
+    if not isinstance(valid, torch.Tensor) or valid.shape != tokens.shape[:2] or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a (B, T) bool tensor matching tokens {tuple(tokens.shape[:2])}, "
+                         f"got {getattr(valid, 'shape', type(valid).__name__)}")
+    if len(scenes) != len(tokens):
+        raise ValueError(f"scenes ({len(scenes)}) and tokens ({len(tokens)}) must hold the same images")
+    features, shape_labels, colour_labels = [], [], []
+    for b, scene in enumerate(scenes):
+        scene = Scene.from_json(scene) if isinstance(scene, str) else scene
+        for obj in scene.objects:
+            centre = torch.tensor([obj.x, obj.y]) / scene.canvas                               # (2,)
+            dist = (tokens[b, :, -3:-1] - centre).norm(dim=-1).masked_fill(~valid[b], float("inf"))  # (T,)
+            features.append(tokens[b, dist.argmin(), :-3])
+            shape_labels.append(SHAPES.index(obj.shape))
+            colour_labels.append(COLOR_NAMES.index(obj.color))
+    return torch.stack(features), {"shape": torch.tensor(shape_labels), "colour": torch.tensor(colour_labels)}
