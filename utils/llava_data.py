@@ -1,0 +1,129 @@
+"""Caption data and word-by-word scoring for TinyLlava (notebook 06): the chat-format training rows with their
+label mask, batched greedy captioning from cached tower features, and per-word accuracy of the captions.
+
+The frozen vision tower gives the same features every epoch, so notebook 06 computes them once
+(`tower_features`) and trains the projector (and the LM) on them; `forward_from_features` and
+`generate_from_features` are `TinyLlava.forward` / `.generate` with the tower's output passed in.
+Shapes: n examples, B batch, L tokens, N image tokens, D_v vision width, D LM width.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from . import shapes, vqa
+from .lm import IGNORE_INDEX
+from .lm_data import IMAGE_TOKEN, caption
+from .llava import TinyLlava, select_image_features, splice_image_features
+
+CAPTION_PROMPT = "Describe the image."
+ATTRIBUTES = ("size", "color", "shape", "position")
+_CAPTION_RE = re.compile(r"^an? (\w+) (\w+) (\w+) ((?:in|on|at) the [a-z ]+?)\s*$")
+
+
+def prompt_text(prompt: str = CAPTION_PROMPT, image: bool = True) -> str:
+    """The user turn (with the `<image>` placeholder when `image`) and the assistant header, in ChatML."""
+    user = f"{IMAGE_TOKEN}\n{prompt}" if image else prompt
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def prompt_ids(tokenizer, n: int = 1, prompt: str = CAPTION_PROMPT, image: bool = True) -> torch.Tensor:
+    """(n, L) the same prompt's token ids in every row (no padding is needed for batched generation)."""
+    ids = tokenizer(prompt_text(prompt, image))["input_ids"]
+    return torch.tensor(ids, dtype=torch.long).expand(n, len(ids)).contiguous()      # (n, L)
+
+
+def caption_rows(tokenizer, captions: list[str], prompt: str = CAPTION_PROMPT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows `prompt + caption + <|im_end|>`, right-padded with `<pad>` (notebook 06).
+
+    Returns:
+        input_ids (n, L) and labels (n, L): labels equal the ids on the answer (the caption and the closing
+        `<|im_end|>`, so the model learns to stop) and are IGNORE_INDEX on the prompt and the padding.
+    """
+    if not captions:
+        raise ValueError("captions must be a non-empty list of strings")
+    head = tokenizer(prompt_text(prompt))["input_ids"]
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    answers = [tokenizer(c)["input_ids"] + [end] for c in captions]
+    L = len(head) + max(len(a) for a in answers)
+    ids = torch.full((len(captions), L), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(captions), L), IGNORE_INDEX, dtype=torch.long)
+    for i, a in enumerate(answers):
+        ids[i, :len(head) + len(a)] = torch.tensor(head + a)
+        labels[i, len(head):len(head) + len(a)] = torch.tensor(a)
+    return ids, labels
+
+
+@torch.no_grad()
+def tower_features(model: TinyLlava, pixel_values: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The frozen tower's selected features (n, N, D_v) (layer and CLS/patch choice from `model.cfg`),
+    before the projector; computed once, since a frozen tower gives the same features every step."""
+    cfg = model.cfg
+    model.vision_tower.eval()
+    return torch.cat([select_image_features(model.vision_tower.hidden_states(pixel_values[i:i + batch_size]),
+                                            cfg.vision_feature_layer, cfg.vision_feature_select_strategy)
+                      for i in range(0, len(pixel_values), batch_size)])                 # (n, N, D_v)
+
+
+def _spliced(model: TinyLlava, features: torch.Tensor, input_ids: torch.Tensor, labels=None):
+    projected = model.multi_modal_projector(features)                                    # (B, N, D)
+    embeds = model.language_model.embed_tokens(input_ids)                                # (B, L, D)
+    return splice_image_features(input_ids, embeds, projected, model.cfg.image_token_id, labels)
+
+
+def forward_from_features(model: TinyLlava, features: torch.Tensor, input_ids: torch.Tensor,
+                          labels: torch.Tensor | None = None):
+    """`TinyLlava.forward` from cached tower features (n, N, D_v): project, splice, run the LM (LMOutput)."""
+    embeds, labels = _spliced(model, features, input_ids, labels)                        # (B, L - 1 + N, D)
+    return model.language_model(inputs_embeds=embeds, labels=labels)
+
+
+@torch.no_grad()
+def generate_from_features(model: TinyLlava, features: torch.Tensor, input_ids: torch.Tensor,
+                           batch_size: int = 500, **generate_kwargs) -> torch.Tensor:
+    """Batched generation from cached tower features; every row must have the same prompt length (no padding).
+    Returns (n, S) generated tokens; `generate_kwargs` go to `LM.generate` (greedy by default, KV cache on)."""
+    model.eval()
+    out = []
+    for i in range(0, len(features), batch_size):
+        embeds, _ = _spliced(model, features[i:i + batch_size], input_ids[i:i + batch_size])
+        out.append(model.language_model.generate(inputs_embeds=embeds, **generate_kwargs))
+    S = max(o.shape[1] for o in out)
+    pad = generate_kwargs.get("pad_token_id", generate_kwargs.get("eos_token_id", 0))
+    pad = pad[0] if isinstance(pad, (list, tuple)) else pad
+    return torch.cat([torch.nn.functional.pad(o, (0, S - o.shape[1]), value=pad) for o in out])  # (n, S)
+
+
+# ----------------------------------------------------------------------------- scoring
+def caption_words(obj: shapes.ShapeObject, canvas: int = 32) -> dict[str, str]:
+    """The four words (phrases) a caption must get right: {'size', 'color', 'shape', 'position'}."""
+    return dict(size=obj.size, color=obj.color, shape=obj.shape, position=vqa.WHERE_ANSWERS[obj.position(canvas)])
+
+
+def parse_caption(text: str) -> dict[str, str | None]:
+    """Read 'a small red circle in the top left' back into its four slots; None for each slot that a
+    caption of another form does not give."""
+    m = _CAPTION_RE.match(text.strip())
+    if not m:
+        return dict.fromkeys(ATTRIBUTES)
+    return dict(zip(ATTRIBUTES, m.groups()))
+
+
+def word_accuracy(texts: list[str], objects: list[shapes.ShapeObject], canvas: int = 32) -> dict[str, float]:
+    """Per-word accuracy of generated captions against the objects (notebook 06): the fraction of captions
+    whose size / colour / shape / position slot is the right word; an unreadable caption is wrong in all."""
+    if len(texts) != len(objects) or not texts:
+        raise ValueError(f"texts and objects must be non-empty and of the same length, got {len(texts)} and {len(objects)}")
+    hits = dict.fromkeys(ATTRIBUTES, 0)
+    for text, obj in zip(texts, objects):
+        got, want = parse_caption(text), caption_words(obj, canvas)
+        for a in ATTRIBUTES:
+            hits[a] += got[a] == want[a]
+    return {a: hits[a] / len(texts) for a in ATTRIBUTES}
+
+
+def captions_of(ds) -> tuple[list[str], list[shapes.ShapeObject]]:
+    """The canonical captions (`utils.lm_data.caption`) and objects of a one-object ShapesWorld dataset."""
+    objects = [shapes.Scene.from_json(s).objects[0] for s in ds["scene"]]
+    return [caption(o) for o in objects], objects
