@@ -4,12 +4,11 @@
 # Notebook 01 turned an image into a sequence of 65 vectors (a CLS token and 64 patches). Here the
 # Transformer encoder reads that sequence: scaled dot-product attention, written from scratch and checked
 # against PyTorch; multi-head attention; the pre-LayerNorm encoder block; and a complete tiny ViT that we
-# train on ShapesWorld to recognize shapes. Then we look inside it (attention maps, position embeddings),
-# check it against torchvision's `VisionTransformer` with the same weights, and measure why pretraining
-# matters.
+# train on ShapesWorld to recognize shapes. Then we look inside it (where the CLS token attends), check it
+# against torchvision's `VisionTransformer` with the same weights, and measure why pretraining matters.
 #
-# **What you need:** about 1.5 minutes on a 2-core CPU (one minute of it is training, with a progress
-# bar), under 2 GB of memory, no GPU, no network.
+# **What you need:** about 90 s on a 2-core CPU (65 s of it is training, with a progress bar), under
+# 2 GB of memory, no GPU, no network.
 
 # %%
 import math
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from utils import DATA_DIR, checkpoints, checks, env, plotting, report, shapes, training, vit
+from utils import DATA_DIR, checkpoints, checks, clip_shapes, env, plotting, report, shapes, training, vit
 
 device = env.setup(seed=0)
 t_start = time.perf_counter()
@@ -88,8 +87,8 @@ print("attention weights:", tuple(w_ours.shape), "= (B, H, N, N)")
 cfg = vit.ViTConfig(**vit.SHAPES_VIT)
 model = vit.ViT(cfg)
 print(cfg)
-print(f"{sum(p.numel() for p in model.parameters()):,} parameters;",
-      f"{sum(p.numel() for p in model.blocks[0].parameters()):,} in each encoder block")
+print(f"{sum(p.numel() for p in model.parameters()):,} parameters in {cfg.depth} encoder blocks, the patch "
+      "embedding, the CLS token, the position embeddings, a final LayerNorm and the head")
 
 # %% [markdown]
 # ## 4. Train it on ShapesWorld shape classification
@@ -117,9 +116,10 @@ def classification_loss(model, batch):
     return F.cross_entropy(model(images), labels)
 
 
-hist = training.train(model, (x_train, y_train), classification_loss, training.TrainConfig(**recipe["train"]))
+train_cfg = training.TrainConfig(**recipe["train"])
+hist = training.train(model, (x_train, y_train), classification_loss, train_cfg)
 test_acc = training.accuracy(training.predict(model, x_test), y_test)
-print(f"trained {recipe['train']['steps']} steps in {hist.seconds:.0f} s; test accuracy {test_acc:.1%}")
+print(f"trained {train_cfg.steps} steps in {hist.seconds:.0f} s; test accuracy {test_acc:.1%}")
 training.plot_history(hist, title="tiny ViT, shape classification");
 
 # %% [markdown]
@@ -140,8 +140,7 @@ assert abs(test_acc - shipped_acc) <= 0.02
 # ## 5. Where does the CLS token look?
 #
 # The CLS token's row of the last block's attention weights says how much each patch contributed to the
-# vector that is classified. Averaged over heads and drawn over the image, it concentrates on the shape,
-# mostly on its corners and edges, which is where a circle, a square, a triangle and a cross differ.
+# vector that is classified. Averaged over heads and drawn over the image, it concentrates on the shape.
 
 # %%
 with torch.no_grad():
@@ -157,31 +156,38 @@ fig.tight_layout();
 
 # %% [markdown]
 # Measured over the whole test set: the share of the CLS token's attention that lands on patches the shape
-# covers, against the share of the image those patches make up.
+# covers, against the share of the image those patches make up. The shape's patches split into *edge*
+# patches, which the shape covers only in part (its outline runs through them), and *interior* patches,
+# which it covers entirely.
 
 # %%
 with torch.no_grad():
     attn_all = torch.cat([model(x_test[i:i + 250], return_attention=True)[1][-1][:, :, 0, 1:].mean(1)
-                          for i in range(0, len(x_test), 250)])            # (B, N)
+                          for i in range(0, len(x_test), 250)])            # (B, N), each row sums to ~1
 background = torch.tensor([scene.background for scene in map(shapes.Scene.from_json, test_ds["scene"])])
-covered = (vit.patchify(x_test, 4).reshape(len(x_test), 64, 16, 3)
-           - background[:, None, None, None]).abs().amax(-1).gt(0.25).float().mean(-1).gt(0.1)  # (B, N)
-attn_on_shape = (attn_all * covered).sum(-1).mean().item() / attn_all.sum(-1).mean().item()
-area_of_shape = covered.float().mean().item()
-print(f"CLS attention on the shape's patches: {attn_on_shape:.0%}; those patches are {area_of_shape:.0%} of the image")
+on_shape = (vit.patchify(x_test, 4).reshape(len(x_test), 64, 16, 3)
+            - background[:, None, None, None]).abs().amax(-1).gt(0.25)  # (B, N, 16): pixel differs from background
+coverage = on_shape.float().mean(-1)                                     # (B, N): share of the patch on the shape
+regions = {"on the shape (edge + interior)": coverage > 0.1, "edge: part of the shape": (coverage > 0.1) & (coverage < 1),
+           "interior: all shape": coverage == 1, "background": coverage <= 0.1}
+attn_share = {name: (attn_all * m).sum().item() / attn_all.sum().item() for name, m in regions.items()}
+area_share = {name: m.float().mean().item() for name, m in regions.items()}
+report.table(["patches", "share of CLS attention", "share of the image", "attention per patch / uniform"],
+             [[name, f"{attn_share[name]:.0%}", f"{area_share[name]:.0%}", f"{attn_share[name] / area_share[name]:.1f}x"]
+              for name in regions])
+attn_on_shape, area_of_shape = attn_share["on the shape (edge + interior)"], area_share["on the shape (edge + interior)"]
+edge_vs_interior = (attn_share["edge: part of the shape"] / area_share["edge: part of the shape"]) / (
+    attn_share["interior: all shape"] / area_share["interior: all shape"])
+print(f"an edge patch gets {edge_vs_interior:.1f}x the attention of an interior patch")
+assert attn_on_shape > 2 * area_of_shape and edge_vs_interior > 1.5
 
 # %% [markdown]
-# ## 6. What the position embeddings learned
-#
-# The ViT paper's Figure 7: the cosine similarity of each position's learned embedding with all others.
-# Our model learned its 65 position vectors from nothing but the classification loss.
-
-# %%
-plotting.plot_similarity_maps(model.embed.pos_embed[0, 1:], 8, "learned position embeddings: similarity of each position to all 64",
-                              fig=plt.figure(figsize=(5.5, 5.5)));
+# Most of the attention on the shape goes to its outline: per patch, an edge patch gets about twice what an
+# interior patch gets, and both get more than a background patch. The outline is where a circle, a square,
+# a triangle and a cross differ; the inside of a shape is one flat colour whatever the shape.
 
 # %% [markdown]
-# ## 7. The same network in torchvision
+# ## 6. The same network in torchvision
 #
 # torchvision's `VisionTransformer` is built the same way: a stride-P convolution for patches (notebook 01),
 # a CLS token, learned positions, pre-LN blocks with `nn.MultiheadAttention`, a final LayerNorm and a linear
@@ -198,10 +204,11 @@ print("torchvision VisionTransformer with our weights gives the same logits with
 
 # %% [markdown]
 # And the time of one training step (forward, backward, AdamW) of each, batch 64, measured alternately in
-# one run so both see the same machine state.
+# one run so both see the same machine state. Timings depend on what else the machine is doing, so the
+# notebook only prints them; `tests/test_vit_benchmark.py` holds ours to within 15% of torchvision.
 
 # %%
-def step_time(net: torch.nn.Module, repeats: int = 15) -> float:
+def step_time(net: torch.nn.Module, repeats: int = 6) -> float:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     xb, yb = x_train[:64], y_train[:64]
     net.train()
@@ -215,37 +222,65 @@ def step_time(net: torch.nn.Module, repeats: int = 15) -> float:
 
 
 bench_ours, bench_tv = vit.ViT(cfg), vit.to_torchvision(vit.ViT(cfg))
-step_time(bench_ours, 3), step_time(bench_tv, 3)  # warm-up
+step_time(bench_ours, 2), step_time(bench_tv, 2)  # warm-up
 times = {"ours": [], "torchvision": []}
-for _ in range(3):
+for _ in range(2):
     times["ours"].append(step_time(bench_ours))
     times["torchvision"].append(step_time(bench_tv))
 t_ours, t_tv = min(times["ours"]), min(times["torchvision"])
 step_ratio = t_ours / t_tv
 print(f"training step: ours {t_ours * 1e3:.1f} ms, torchvision {t_tv * 1e3:.1f} ms, ratio {step_ratio:.2f}")
-assert step_ratio <= 1.15
 
 # %% [markdown]
-# ## 8. Why pretraining matters
+# ## 7. Why pretraining matters
 #
 # Our ViT saw 8,000 labelled images to tell four shapes apart. ViTs have little built-in knowledge of
 # images (no convolutions, only the patch grid), so they need a lot of data; the ViT paper reached its
-# results only after pretraining on 14M-300M images. With few labels and no pretraining the same model does
-# much worse; here it is with 256 labelled images and the same number of examples seen per step.
+# results only after pretraining on 14M-300M images. Here is the same question with only 256 labelled
+# images, answered twice with the same training loop, the same 100 steps of 64 and the same learning rate:
+#
+# - **from scratch**: the ViT above, randomly initialized, all of it trained;
+# - **from a pretrained image tower**: the image tower of the tiny CLIP that notebook 03 trains (shipped in
+#   `data/checkpoints/clip_minilm`), the same architecture, kept frozen; only a linear head on its CLS
+#   feature is trained. That tower was never given class labels: it learned from 16,000 image-caption pairs
+#   ("a small red cross", "there is a blue triangle at the left") to match each image with its
+#   caption, and the captions name the shape among colour, size and position.
 
 # %%
+small_x, small_y = x_train[:256], y_train[:256]
+small_cfg = training.TrainConfig(steps=100, batch_size=64, lr=2e-3, warmup=15, seed=0)
 env.seed_everything(0)
-small_model = vit.ViT(cfg)
-small_hist = training.train(small_model, (x_train[:256], y_train[:256]), classification_loss,
-                            training.TrainConfig(steps=150, batch_size=64, lr=2e-3, warmup=15, seed=0))
-small_acc = training.accuracy(training.predict(small_model, x_test), y_test)
-print(f"256 labelled images: test accuracy {small_acc:.1%}   (8,000 labelled images: {test_acc:.1%})")
-assert small_acc < test_acc - 0.1
+scratch = vit.ViT(cfg)
+scratch_hist = training.train(scratch, (small_x, small_y), classification_loss, small_cfg)
+
+tower = clip_shapes.load_shipped("minilm", DATA_DIR / "checkpoints").vision_tower  # a ViT without head: (B, 3, 32, 32) -> (B, 64)
+with torch.no_grad():
+    feats_small, feats_test = training.predict(tower, small_x), training.predict(tower, x_test)  # (256, 64), (1000, 64)
+env.seed_everything(0)
+head = torch.nn.Linear(cfg.dim, cfg.num_classes)
+head_hist = training.train(head, (feats_small, small_y), classification_loss, small_cfg)
+
+small_results = {
+    "from scratch (whole ViT trained)": (training.accuracy(training.predict(scratch, small_x), small_y),
+                                         training.accuracy(training.predict(scratch, x_test), y_test)),
+    "pretrained CLIP tower, frozen + linear head": (training.accuracy(head(feats_small), small_y),
+                                                    training.accuracy(head(feats_test), y_test)),
+}
+report.table(["256 labelled images, 100 steps", "training accuracy", "test accuracy"],
+             [[name, f"{tr:.1%}", f"{te:.1%}"] for name, (tr, te) in small_results.items()])
+small_acc, pretrained_acc = small_results["from scratch (whole ViT trained)"][1], small_results["pretrained CLIP tower, frozen + linear head"][1]
+print(f"for comparison, the ViT of section 4 (8,000 labelled images, 800 steps): test accuracy {test_acc:.1%}")
+assert pretrained_acc > small_acc + 0.3 and pretrained_acc > test_acc - 0.04, (small_acc, pretrained_acc)
 
 # %% [markdown]
-# That gap is what pretraining closes: learn general visual features once from lots of cheap data, then
-# adapt with few labels. Notebooks 03 and 04 do it the CLIP way, learning from images paired with captions,
-# which also gives a classifier for classes described only in words (zero-shot).
+# From scratch, 100 steps on 256 images leave the ViT far from knowing the shapes: it does not yet fit its
+# own training images, and it does worse still on new ones (chance is 25%). The pretrained tower, with
+# nothing but a linear layer trained on the same 256 labels in the same 100 steps, fits them and comes within
+# a few points of the ViT trained on 8,000 labelled images for 800 steps. Its features already separate the
+# shapes, because matching "a circle" and "a square" in captions required it. That is
+# what pretraining buys: learn general visual features once from plentiful, cheaper data (here captions,
+# on the web alt-text), then adapt with few labels. Notebooks 03 and 04 do it the CLIP way, which also gives
+# a classifier for classes described only in words (zero-shot).
 #
 # ## What we measured
 
@@ -253,51 +288,41 @@ assert small_acc < test_acc - 0.1
 report.measured("02_vision_transformer", {
     "test accuracy, tiny ViT (8,000 images, 800 steps)": f"{test_acc:.1%}",
     "test accuracy, shipped checkpoint": f"{shipped_acc:.1%}",
-    "test accuracy with 256 labelled images": f"{small_acc:.1%}",
-    "training time (s)": round(hist.seconds, 1),
+    "256 labelled images, 100 steps: from scratch / pretrained CLIP tower + linear head": f"{small_acc:.1%} / {pretrained_acc:.1%}",
+    "training time (s), 800 steps": round(hist.seconds, 1),
     "CLS attention on the shape / shape area": f"{attn_on_shape:.0%} / {area_of_shape:.0%}",
+    "attention per patch, edge / interior of the shape": f"{edge_vs_interior:.1f}x",
     "ours vs torchvision: max logit difference": tv_err,
     "training step ours / torchvision": f"{t_ours * 1e3:.0f} ms / {t_tv * 1e3:.0f} ms = {step_ratio:.2f}",
     "notebook time (s)": round(time.perf_counter() - t_start, 1),
+    "peak memory (GB)": report.peak_memory_gb(),
 })
 
 # %% [markdown]
 # ## Exercises
 #
-# **1.** How many parameters does one encoder block of width $D$ with MLP width $M$ have? Count the
-# `qkv` and output projections, the two MLP layers and the two LayerNorms (weights and biases), then give
-# the number for $D = 64$, $M = 128$.
+# Each exercise cell ends with a one-line check. Untouched, it says "not attempted yet"; the reference answers
+# live in the repository's `solutions/` folder (open `solutions/nb02.py` only after you tried).
+#
+# **1.** How many parameters does one encoder block of width $D$ with MLP width $M$ have? Count the `qkv`
+# and output projections, the two MLP layers and the two LayerNorms, weights and biases, as a formula in $D$
+# and $M$. Then give the number for our block ($D = 64$, $M = 128$) and for a block of ViT-B/16 ($D = 768$,
+# $M = 3072$). ViT-B has 12 blocks and 86M parameters in all: how much of it is blocks?
 
 # %%
-block_params = None  # a number
-checks.check_answer("parameters of one block (D=64, M=128)", block_params,
-                    sum(p.numel() for p in vit.EncoderBlock(64, 4, 128).parameters()));
+params_tiny_block = ...    # D = 64, M = 128
+params_vit_b_block = ...   # D = 768, M = 3072
+checks.exercise("02.block_params", (params_tiny_block, params_vit_b_block));
+
 
 # %% [markdown]
-# **2.** Write `split_heads(x, H)`: `(B, N, D) -> (B, H, N, D/H)`, the reshape that gives each head its slice.
+# **2.** Write `split_heads(x, H)`: `(B, N, D) -> (B, H, N, D/H)`, the reshape that gives head $h$ the
+# features $hD/H$ to $(h+1)D/H$ of every token, as `MultiHeadSelfAttention` does. The checker tries three
+# shapes.
 
 # %%
 def split_heads(x, H):
     raise NotImplementedError  # your code here
 
 
-def reference_split(x, H):
-    B, N, D = x.shape
-    return x.reshape(B, N, H, D // H).transpose(1, 2)
-
-
-checks.check_function("split_heads", split_heads, reference_split, [(torch.randn(2, 5, 8), 2), (torch.randn(1, 65, 64), 4)]);
-
-# %% solution
-# Solution (collapsed)
-block_params = (64 * 192 + 192) + (64 * 64 + 64) + (64 * 128 + 128) + (128 * 64 + 64) + 4 * 64  # = 4D^2 + 2DM + 9D + M
-
-
-def split_heads(x, H):
-    B, N, D = x.shape
-    return x.reshape(B, N, H, D // H).permute(0, 2, 1, 3)  # (B, H, N, D/H)
-
-
-assert checks.check_answer("parameters of one block (D=64, M=128)", block_params,
-                           sum(p.numel() for p in vit.EncoderBlock(64, 4, 128).parameters()))
-assert checks.check_function("split_heads", split_heads, reference_split, [(torch.randn(2, 5, 8), 2), (torch.randn(1, 65, 64), 4)])
+checks.exercise("02.split_heads", split_heads);
