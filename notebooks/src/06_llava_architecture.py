@@ -10,7 +10,7 @@
 # connector live on captions (LLaVA's stage 1: only the projection), then projection and LM (stage 2), and
 # measures the captions word by word against a blind model.
 #
-# **What you need:** about 1.5 minutes on a 2-core CPU, under 1 GB of memory, no GPU. It trains a small
+# **What you need:** about 1.5 minutes on a 2-core CPU, about 1.2 GB of memory at peak, no GPU. It trains a small
 # projector (stage 1) and then projector + LM (stage 2) for a few hundred steps each. It loads the course LM
 # (`data/checkpoints/lm_shapes`, made by `scripts/train_lm.py`) and the image tower of the tiny CLIP of
 # notebook 03 (`clip_minilm`), so no earlier notebook need have run.
@@ -210,7 +210,8 @@ ax.legend();
 fig, axes = plt.subplots(1, len(SHOW), figsize=(13, 3.4), layout="constrained")
 for ax, i in zip(axes, SHOW):
     ax.imshow(x_test[i].permute(1, 2, 0)), ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title("\n".join(f"{k[:8]}: {captions[k][i]}" for k in captions), fontsize=6, loc="left")
+    short = {"before training": "before", "after stage 1": "stage 1", "after stage 2": "stage 2"}
+    ax.set_title("\n".join(f"{short[k]}: {captions[k][i]}" for k in captions), fontsize=6, loc="left")
     ax.set_xlabel(f"truth: {test_captions[i]}", fontsize=6)
 fig.suptitle("greedy captions of held-out images: before training, after stage 1, after stage 2", fontsize=9);
 
