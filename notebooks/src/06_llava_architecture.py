@@ -93,7 +93,7 @@ print("   next-token logits           ", tuple(out.logits.shape), "= (B, L - 1 +
 with torch.no_grad():
     same = model(images, ids, labels=labels)
 assert torch.allclose(same.logits, out.logits, atol=1e-5)  # the parts, by hand, equal TinyLlava.forward
-print(f"trainable projector parameters: {sum(p.numel() for p in model.multi_modal_projector.parameters()):,}; "
+print(f"trainable: the projector (exercise 2 counts its parameters); "
       f"frozen tower {sum(p.numel() for p in model.vision_tower.parameters()):,}; "
       f"LM {language_model.num_parameters():,}")
 
@@ -131,8 +131,8 @@ def plot_sequence(ids_row, labels_row, n_image, ax):
 
 fig, axes = plt.subplots(2, 1, figsize=(12, 3.6), layout="constrained",
                          gridspec_kw=dict(height_ratios=[1, 1]))
-plot_sequence(ids[0], labels[0], 64, axes[0]).set_title(f"LLaVA-style: 64 patch tokens, L - 1 + N = "
-                                                        f"{ids.shape[1] - 1 + 64} positions", fontsize=9)
+plot_sequence(ids[0], labels[0], 64, axes[0]).set_title("LLaVA-style: the 64 patch tokens spliced in "
+                                                        "(how long is it? exercise 1)", fontsize=9)
 plot_sequence(ids[0], labels[0], 1, axes[1]).set_title(f"ours: the CLS token only, {ids.shape[1]} positions",
                                                        fontsize=9);
 
