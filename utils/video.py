@@ -1,0 +1,380 @@
+"""Video as in Llama 3.2 (notebook 08): uniformly sampled frames, each through the image tower, merged by a
+Perceiver resampler, 32 consecutive frames into one.
+
+Llama Team, 2024, "The Llama 3 Herd of Models" §7 (video: up to 64 uniformly sampled frames, a temporal
+aggregator that merges 32 consecutive frames into one; the released Llama 3.2 Vision weights are image-only);
+Jaegle et al., 2021, "Perceiver"; Alayrac et al., 2022, "Flamingo" (the Perceiver *resampler*: learned latents
+whose keys and values are the frame tokens concatenated with the latents, and a learned time embedding per
+frame). Names follow transformers' `IdeficsPerceiverResampler`, which tests/test_video.py checks against.
+
+ShapesWorld clips are descriptions first (`Clip`, `Track`), pixels second (`render_frame`): a frame is a
+`utils.shapes.Scene` of the objects visible at time t, at integer pixel positions, so equal frames are equal
+images and a notebook encodes each distinct frame once (`frame_features`). No video codec anywhere.
+Shapes: B clips, T frames, N tokens per frame, D width, L latents, K sampled frames.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import shapes, validate
+
+DIRECTIONS = ("left", "right", "up", "down")
+FIRST = ("circle", "square")            # which of the two objects appeared first
+TASKS = {"direction": DIRECTIONS, "first": FIRST, "color": shapes.COLOR_NAMES}  # 'color': the control
+MIN_FRAMES, MAX_FRAMES = 40, 300
+BACKGROUND = 0.12
+SPLITS = ("train", "heldout")
+
+
+# ----------------------------------------------------------------------------- clips
+@dataclass(frozen=True)
+class Track:
+    """One object, visible for frames start <= t < end, moving in a straight line from (x0, y0) at `start`
+    to (x1, y1) at `end - 1` (integer pixels; positions in between rounded), wrapping around the canvas
+    when `wrap` (only the aliasing demo's fast clips wrap)."""
+    shape: str
+    color: str
+    size: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    start: int
+    end: int
+    wrap: bool = False
+
+    def position(self, t: int, canvas: int) -> tuple[float, float] | None:
+        if not self.start <= t < self.end:
+            return None
+        span = max(self.end - 1 - self.start, 1)
+        f = (t - self.start) / span
+        x, y = self.x0 + (self.x1 - self.x0) * f, self.y0 + (self.y1 - self.y0) * f
+        if self.wrap:
+            return float(np.floor(x + 0.5) % canvas), float(np.floor(y + 0.5) % canvas)
+        # integer arithmetic so that a clip and its reverse round every frame the same way
+        num_x = self.x0 * span + (self.x1 - self.x0) * (t - self.start)
+        num_y = self.y0 * span + (self.y1 - self.y0) * (t - self.start)
+        return float(np.floor(num_x / span + 0.5)), float(np.floor(num_y / span + 0.5))
+
+
+@dataclass(frozen=True)
+class Clip:
+    tracks: tuple[Track, ...]
+    num_frames: int
+    canvas: int = 32
+
+    def to_json(self) -> str:
+        return json.dumps({"tracks": [asdict(t) for t in self.tracks], "num_frames": self.num_frames,
+                           "canvas": self.canvas})
+
+    @staticmethod
+    def from_json(text: str) -> "Clip":
+        validate.instance("text", text, (str, bytes))
+        try:
+            d = json.loads(text)
+            return Clip(tuple(Track(**t) for t in d["tracks"]), d["num_frames"], d["canvas"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"text must be a clip's JSON (Clip.to_json), got {str(text)[:60]!r} ({e})") from None
+
+
+def reverse_clip(clip: Clip) -> Clip:
+    """The same clip played backwards: frame t of the result is frame T - 1 - t of `clip`."""
+    validate.instance("clip", clip, Clip)
+    T = clip.num_frames
+    return Clip(tuple(Track(k.shape, k.color, k.size, k.x1, k.y1, k.x0, k.y0, T - k.end, T - k.start, k.wrap)
+                      for k in clip.tracks), T, clip.canvas)
+
+
+def frame_key(clip: Clip, t: int) -> tuple:
+    """What frame t shows: the visible objects with their integer positions (equal keys, equal images)."""
+    objs = []
+    for k in clip.tracks:
+        p = k.position(t, clip.canvas)
+        if p is not None:
+            objs.append((k.shape, k.color, k.size, *p))
+            if k.wrap:  # the part that left one edge comes back at the other
+                objs += [(k.shape, k.color, k.size, p[0] + dx, p[1] + dy) for dx, dy in
+                         ((-clip.canvas, 0), (clip.canvas, 0), (0, -clip.canvas), (0, clip.canvas))
+                         if -6 < p[0] + dx < clip.canvas + 6 and -6 < p[1] + dy < clip.canvas + 6]
+    return (clip.canvas, *objs)
+
+
+def render_key(key: tuple, noise: float = 0.04) -> np.ndarray:
+    """(H, W, 3) uint8: the frame a `frame_key` describes, rendered by `utils.shapes.render_scene` with pixel
+    noise seeded by the content (deterministic, and the same for equal frames of different clips)."""
+    canvas, objs = key[0], key[1:]
+    scene = shapes.Scene(tuple(shapes.ShapeObject(s, c, z, x, y) for s, c, z, x, y in objs), canvas,
+                         BACKGROUND, zlib.crc32(repr(key).encode()) & 0x7FFFFFFF)
+    return shapes.render_scene(scene, noise)
+
+
+def clip_frames(clip: Clip, indices=None) -> np.ndarray:
+    """(K, H, W, 3) uint8 frames of `clip` at `indices` (default: every frame)."""
+    validate.instance("clip", clip, Clip)
+    indices = range(clip.num_frames) if indices is None else [int(i) for i in indices]
+    bad = [i for i in indices if not 0 <= i < clip.num_frames]
+    if bad:
+        raise ValueError(f"indices must be in [0, {clip.num_frames}), got {bad[:3]}")
+    return np.stack([render_key(frame_key(clip, t)) for t in indices])
+
+
+# ----------------------------------------------------------------------------- the data set
+def _motion_clip(rng, direction: str, color: str, T: int, canvas: int) -> Clip:
+    """A small circle crossing at least a third of the canvas along one axis; left and right (up and down)
+    draw their endpoints from mirrored ranges, so a clip and its reverse are equally likely."""
+    r = shapes.SIZES["small"] * canvas
+    lo, hi = int(np.ceil(r + 0.5)), int(np.floor(canvas - r - 0.5))   # [6, 26] on a 32 canvas
+    near = int(rng.integers(lo, lo + 6))
+    far = int(rng.integers(hi - 5, hi + 1))
+    a, b = (far, near) if direction in ("left", "up") else (near, far)
+    c = int(rng.integers(lo, hi + 1))
+    x0, y0, x1, y1 = (a, c, b, c) if direction in ("left", "right") else (c, a, c, b)
+    return Clip((Track("circle", color, "small", x0, y0, x1, y1, 0, T),), T, canvas)
+
+
+def _order_clip(rng, first: str, T: int, canvas: int) -> Clip:
+    """A circle and a square, each shown once for 10-30% of the clip, one after the other (never together)."""
+    dur = [int(rng.integers(int(0.1 * T), int(0.3 * T) + 1)) for _ in range(2)]
+    gap = int(rng.integers(int(0.05 * T), int(0.15 * T) + 1))
+    lead = int(rng.integers(0, T - sum(dur) - gap + 1))
+    second = FIRST[1 - FIRST.index(first)]
+    c1, c2 = rng.choice(len(shapes.COLOR_NAMES), 2, replace=False)
+    tracks = []
+    t = lead
+    for shape, color, d in ((first, c1, dur[0]), (second, c2, dur[1])):
+        size = shapes.SIZE_NAMES[int(rng.integers(2))]
+        rr = shapes.SIZES[size] * canvas
+        x, y = (int(rng.integers(int(np.ceil(rr + 0.5)), int(np.floor(canvas - rr - 0.5)) + 1)) for _ in range(2))
+        tracks.append(Track(shape, shapes.COLOR_NAMES[int(color)], size, x, y, x, y, t, t + d))
+        t += d + gap
+    return Clip(tuple(tracks), T, canvas)
+
+
+def make_video_dataset(n: int, task: str = "direction", split: str = "train", seed: int = 0,
+                       canvas: int = 32, with_frames: bool = False):
+    """A `datasets.Dataset` of `n` ShapesWorld clips of 40 to 300 frames, deterministic for (seed, split).
+
+    task 'direction': a small circle moves left, right, up or down (the columns `direction` and, the control
+    whose answer ignores frame order, `color`: the circle's colour); task 'first': a circle and a square appear
+    one after the other (`first`: which came first). Labels are balanced (exactly, when n is a multiple of 24
+    for 'direction' and of 2 for 'first'); 'heldout' draws from another random stream than 'train' and no clip
+    of one is in the other. Columns: task, num_frames, direction / color / first (-1 where not asked),
+    question, answer, clip (the JSON that renders the frames), and `frames` (T, H, W, 3) uint8 when `with_frames`.
+    """
+    from datasets import Array4D, Dataset, Features, Value
+
+    validate.integer("n", n, min=1)
+    validate.choice("task", task, ("direction", "first"))
+    validate.choice("split", split, SPLITS)
+    validate.integer("seed", seed, min=0)
+    shapes._check_canvas(canvas)
+    if canvas < 24:
+        raise ValueError(f"canvas must be >= 24 pixels for motion to cross a third of it, got {canvas}")
+    rng = np.random.default_rng([seed, SPLITS.index(split), 8])
+    if task == "direction":
+        combos = [(d, c) for d in DIRECTIONS for c in shapes.COLOR_NAMES]
+        labels = [combos[i] for i in rng.permutation(np.arange(n) % len(combos))]
+    else:
+        labels = [(FIRST[i], None) for i in rng.permutation(np.arange(n) % 2)]
+    rows = {k: [] for k in ("task", "num_frames", "direction", "color", "first", "question", "answer", "clip")}
+    if with_frames:
+        rows["frames"] = []
+    for lab, col in labels:
+        T = int(rng.integers(MIN_FRAMES, MAX_FRAMES + 1))
+        if task == "direction":
+            clip = _motion_clip(rng, lab, col, T, canvas)
+            q, a = f"Which way does the {col} circle move?", f"it moves {lab}"
+            d, c, f = DIRECTIONS.index(lab), shapes.COLOR_NAMES.index(col), -1
+        else:
+            clip = _order_clip(rng, lab, T, canvas)
+            q, a = "Which appeared first, the circle or the square?", f"the {lab}"
+            d, c, f = -1, -1, FIRST.index(lab)
+        for k, v in zip(rows, (task, T, d, c, f, q, a, clip.to_json())):
+            rows[k].append(v)
+        if with_frames:
+            rows["frames"].append(clip_frames(clip))
+    features = dict(task=Value("string"), num_frames=Value("int32"), direction=Value("int8"), color=Value("int8"),
+                    first=Value("int8"), question=Value("string"), answer=Value("string"), clip=Value("string"))
+    if with_frames:
+        features["frames"] = Array4D(shape=(None, canvas, canvas, 3), dtype="uint8")
+    return Dataset.from_dict(rows, features=Features(features))
+
+
+def clips_of(ds) -> list[Clip]:
+    """The `Clip` descriptions of a dataset made by `make_video_dataset`."""
+    return [Clip.from_json(s) for s in ds["clip"]]
+
+
+# ----------------------------------------------------------------------------- sampling frames
+def uniform_frame_indices(num_frames: int, k: int = 64) -> torch.Tensor:
+    """Llama 3.2's "up to 64 uniformly sampled frames": (min(num_frames, k),) int64 frame indices.
+
+    With num_frames >= k, index i is floor((i + 0.5) * num_frames / k), the centre of the i-th of k equal
+    segments; with fewer frames than k, every frame in order.
+    """
+    validate.integer("num_frames", num_frames, min=1)
+    validate.integer("k", k, min=1)
+    if num_frames < k:
+        return torch.arange(num_frames)
+    return (2 * torch.arange(k) + 1) * num_frames // (2 * k)          # exact floor((i + 0.5) * T / k)
+
+
+def slot_indices(num_frames: int, k: int, slots: int = 64) -> torch.Tensor:
+    """(slots,) frame indices: the `k` uniformly sampled frames, each held for slots / k slots (a clip shorter
+    than k, or k below `slots`, repeats frames), so that every clip fills the same `slots` model inputs."""
+    validate.integer("slots", slots, min=1)
+    idx = uniform_frame_indices(num_frames, k)
+    return idx[torch.arange(slots) * len(idx) // slots]
+
+
+@torch.no_grad()
+def frame_features(clips: list[Clip], encode, k: int = 64, slots: int = 64, cache: dict | None = None,
+                   batch_size: int = 512) -> torch.Tensor:
+    """(B, slots, N, D) features of each clip's sampled frames (`slot_indices`), with `encode` ((n, 3, H, W)
+    floats in [0, 1] -> (n, N, D)) run once per distinct frame; `cache` (frame key -> (N, D)) carries the
+    encoded frames from one call to the next."""
+    if not clips:
+        raise ValueError("clips must be a non-empty list of Clip")
+    if not callable(encode):
+        raise TypeError(f"encode must be a function images -> (n, N, D), got {type(encode).__name__}")
+    cache = {} if cache is None else cache
+    keys = [[frame_key(c, int(t)) for t in slot_indices(c.num_frames, k, slots)] for c in clips]
+    todo = list(dict.fromkeys(key for row in keys for key in row if key not in cache))
+    for i in range(0, len(todo), batch_size):
+        part = todo[i:i + batch_size]
+        feats = encode(shapes.images_to_tensor([render_key(key) for key in part]))   # (n, N, D)
+        cache.update(zip(part, feats))
+    return torch.stack([torch.stack([cache[key] for key in row]) for row in keys])   # (B, slots, N, D)
+
+
+# ----------------------------------------------------------------------------- aggregation
+class PerceiverAttention(nn.Module):
+    """Latents attend to concat(frame tokens, latents) (Flamingo), pre-LayerNorm, no biases."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.context_layer_norm, self.latents_layer_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q_proj, self.k_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.v_proj, self.output_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+
+    def forward(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """context (B, S, D) frame tokens, latents (B, L, D) -> (B, L, D) the update to add to the latents."""
+        B, L, D = latents.shape
+        H = self.heads
+        context, latents = self.context_layer_norm(context), self.latents_layer_norm(latents)
+        kv_in = torch.cat([context, latents], dim=1)                               # (B, S + L, D)
+        q = self.q_proj(latents).view(B, L, H, D // H).transpose(1, 2)             # (B, H, L, D/H)
+        k = self.k_proj(kv_in).view(B, -1, H, D // H).transpose(1, 2)              # (B, H, S + L, D/H)
+        v = self.v_proj(kv_in).view(B, -1, H, D // H).transpose(1, 2)              # (B, H, S + L, D/H)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, D)
+        return self.output_proj(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.ln, self.fc = nn.LayerNorm(dim), nn.Linear(dim, mult * dim, bias=False)
+        self.act, self.c_proj = nn.GELU(), nn.Linear(mult * dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.act(self.fc(self.ln(x))))
+
+
+class PerceiverResampler(nn.Module):
+    """Flamingo's Perceiver resampler: (B, T, N, D) frame tokens -> (B, num_latents, D).
+
+        x_t = frame tokens of frame t + time_embed[t]       (when time_embedding; one learned vector per frame)
+        latents <- latents + Attention(q = latents, kv = concat(x_1..x_T flattened, latents))
+        latents <- latents + FFW(latents)                    (depth times), then LayerNorm
+
+    Without the time embedding the output is the same for any order of the frames (attention is a weighted
+    sum over a set); with it, frame t is marked with its position and order can matter.
+    """
+
+    def __init__(self, dim: int, num_latents: int, depth: int, heads: int, max_frames: int,
+                 time_embedding: bool = True):
+        super().__init__()
+        for name, value in (("dim", dim), ("num_latents", num_latents), ("depth", depth), ("heads", heads),
+                            ("max_frames", max_frames)):
+            validate.integer(name, value, min=1)
+        if dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.dim, self.max_frames = dim, max_frames
+        self.latents = nn.Parameter(torch.randn(num_latents, dim))
+        self.time_embed = nn.Parameter(torch.randn(max_frames, dim)) if time_embedding else None
+        self.blocks = nn.ModuleList([nn.ModuleList([PerceiverAttention(dim, heads), FeedForward(dim)])
+                                     for _ in range(depth)])
+        self.layer_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, frame_offset: int = 0) -> torch.Tensor:
+        """x (B, T, N, D) -> (B, num_latents, D); frame t gets time_embed[frame_offset + t]."""
+        validate.tensor("x", x, dim=4, floating=True)
+        B, T, N, D = x.shape
+        if D != self.dim:
+            raise ValueError(f"x must have width D={self.dim} in its last dimension, got shape {tuple(x.shape)}")
+        validate.integer("frame_offset", frame_offset, min=0)
+        if frame_offset + T > self.max_frames:
+            raise ValueError(f"x has T={T} frames from frame_offset={frame_offset}, more than "
+                             f"max_frames={self.max_frames}")
+        if self.time_embed is not None:
+            x = x + self.time_embed[frame_offset:frame_offset + T, None]          # (B, T, N, D)
+        context = x.reshape(B, T * N, D)                                           # (B, T*N, D)
+        latents = self.latents.expand(B, -1, -1)                                   # (B, L, D)
+        for attn, ff in self.blocks:
+            latents = attn(context, latents) + latents
+            latents = ff(latents) + latents
+        return self.layer_norm(latents)                                            # (B, L, D)
+
+
+def merge_frames(x: torch.Tensor, resampler: PerceiverResampler, frames_per_chunk: int = 32) -> torch.Tensor:
+    """Llama 3.2's temporal aggregator: every `frames_per_chunk` consecutive frames -> one "frame" of
+    num_latents tokens. x (B, T, N, D), T a multiple of frames_per_chunk -> (B, T / frames_per_chunk, L, D);
+    chunk j's frames keep their positions j * frames_per_chunk + t in the time embedding."""
+    validate.tensor("x", x, dim=4, floating=True)
+    validate.instance("resampler", resampler, PerceiverResampler)
+    validate.integer("frames_per_chunk", frames_per_chunk, min=1)
+    B, T, N, D = x.shape
+    if T % frames_per_chunk:
+        raise ValueError(f"x has T={T} frames, not a multiple of frames_per_chunk={frames_per_chunk}")
+    chunks = [resampler(x[:, j:j + frames_per_chunk], frame_offset=j) for j in range(0, T, frames_per_chunk)]
+    return torch.stack(chunks, dim=1)                                              # (B, T/c, L, D)
+
+
+class VideoClassifier(nn.Module):
+    """Aggregated video tokens -> mean over tokens -> one linear head per task (notebook 08).
+
+    `aggregator`: 'mean' (mean of every frame token), 'resampler' or 'resampler+time' (merge_frames with a
+    PerceiverResampler without / with time embedding). The mean over the output tokens treats the chunks as a
+    set, so 'mean' and 'resampler' give the same output for any order of the frames within each chunk, for the
+    chunks swapped, and so for a clip and its reverse; only 'resampler+time' can know which came first.
+    """
+
+    AGGREGATORS = ("mean", "resampler", "resampler+time")
+
+    def __init__(self, aggregator: str, dim: int, num_classes: dict[str, int], num_latents: int = 4,
+                 depth: int = 2, heads: int = 4, slots: int = 64, frames_per_chunk: int = 32):
+        super().__init__()
+        validate.choice("aggregator", aggregator, self.AGGREGATORS)
+        self.aggregator, self.frames_per_chunk = aggregator, frames_per_chunk
+        self.resampler = None if aggregator == "mean" else PerceiverResampler(
+            dim, num_latents, depth, heads, slots, time_embedding=aggregator == "resampler+time")
+        self.norm = nn.LayerNorm(dim)
+        self.heads = nn.ModuleDict({t: nn.Linear(dim, c) for t, c in num_classes.items()})
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, N, D) -> (B, M, D) video tokens: M = 1 for 'mean', T / frames_per_chunk * L otherwise."""
+        if self.resampler is None:
+            return x.mean(dim=(1, 2))[:, None]                                     # (B, 1, D)
+        return merge_frames(x, self.resampler, self.frames_per_chunk).flatten(1, 2)  # (B, T/c * L, D)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.norm(self.tokens(x).mean(1))                                      # (B, D)
+        return {t: head(h) for t, head in self.heads.items()}                      # {task: (B, C)}
