@@ -45,7 +45,7 @@ def test_frames_column_renders_the_clip_and_answers_say_the_label():
     clip = video.Clip.from_json(row["clip"])
     assert row["frames"].shape == (clip.num_frames, 32, 32, 3)
     np.testing.assert_array_equal(row["frames"], video.clip_frames(clip))    # (T, H, W, 3) in [0, 255]
-    assert row["answer"] == f"it moves {video.DIRECTIONS[row['direction']]}"
+    assert row["answer"] == f"to the {video.ANSWER_WORDS[video.DIRECTIONS[row['direction']]]}"
 
 
 def centroid(frame):
@@ -75,6 +75,19 @@ def test_order_clips_show_the_labelled_object_first_and_never_both(order):
         assert a.end < b.start
         rev = video.reverse_clip(clip)
         assert min(rev.tracks, key=lambda k: k.start).shape != first.shape
+
+
+def test_qa_rows_put_loss_on_the_answer_only():
+    from utils.lm import IGNORE_INDEX
+    from utils.lm_data import load_tokenizer
+
+    tok = load_tokenizer()
+    ids, labels = video.qa_rows(tok, ["Which way does the red circle move?", "Which way?"], ["to the left", "to the top"])
+    for i, answer in enumerate(["to the left", "to the top"]):
+        assert tok.decode(labels[i][labels[i] != IGNORE_INDEX]) == answer + "<|im_end|>"
+        assert (ids[i] == 4).sum() == 1
+    with pytest.raises(ValueError, match="questions"):
+        video.qa_rows(tok, ["a"], ["b", "c"])
 
 
 def test_equal_frames_render_equal_and_are_encoded_once(order):

@@ -28,6 +28,7 @@ from . import shapes, validate
 DIRECTIONS = ("left", "right", "up", "down")
 FIRST = ("circle", "square")            # which of the two objects appeared first
 TASKS = {"direction": DIRECTIONS, "first": FIRST, "color": shapes.COLOR_NAMES}  # 'color': the control
+ANSWER_WORDS = {"left": "left", "right": "right", "up": "top", "down": "bottom"}  # words the course LM knows
 MIN_FRAMES, MAX_FRAMES = 40, 300
 BACKGROUND = 0.12
 SPLITS = ("train", "heldout")
@@ -190,7 +191,7 @@ def make_video_dataset(n: int, task: str = "direction", split: str = "train", se
         T = int(rng.integers(MIN_FRAMES, MAX_FRAMES + 1))
         if task == "direction":
             clip = _motion_clip(rng, lab, col, T, canvas)
-            q, a = f"Which way does the {col} circle move?", f"it moves {lab}"
+            q, a = f"Which way does the {col} circle move?", f"to the {ANSWER_WORDS[lab]}"
             d, c, f = DIRECTIONS.index(lab), shapes.COLOR_NAMES.index(col), -1
         else:
             clip = _order_clip(rng, lab, T, canvas)
@@ -378,3 +379,25 @@ class VideoClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.norm(self.tokens(x).mean(1))                                      # (B, D)
         return {t: head(h) for t, head in self.heads.items()}                      # {task: (B, C)}
+
+
+def qa_rows(tokenizer, questions: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows `<image> + question -> answer + <|im_end|>` in ChatML, right-padded (notebook 08), like
+    `utils.llava_data.caption_rows` but with a question per row. Returns input_ids (n, L) and labels (n, L),
+    IGNORE_INDEX everywhere but on the answer and its `<|im_end|>`."""
+    from .llava_data import prompt_text
+    from .lm import IGNORE_INDEX
+
+    validate.strings("questions", questions)
+    validate.strings("answers", answers)
+    if len(questions) != len(answers):
+        raise ValueError(f"questions and answers must be as many, got {len(questions)} and {len(answers)}")
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rows = [(tokenizer(prompt_text(q))["input_ids"], tokenizer(a)["input_ids"] + [end]) for q, a in zip(questions, answers)]
+    L = max(len(h) + len(a) for h, a in rows)
+    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
+    for i, (h, a) in enumerate(rows):
+        ids[i, :len(h) + len(a)] = torch.tensor(h + a)
+        labels[i, len(h):len(h) + len(a)] = torch.tensor(a)
+    return ids, labels
