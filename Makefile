@@ -75,3 +75,9 @@ test-colab-versions: setup
 	$(COLAB_VENV)/bin/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'zz_base_venv.pth').write_text(str(pathlib.Path('$(VENV)').resolve() / pathlib.Path(site.getsitepackages()[0]).relative_to(pathlib.Path('$(COLAB_VENV)').resolve())) + '\n')"
 	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_VERSIONS)
 	$(COLAB_VENV)/bin/python -m pytest -q tests --ignore=tests/ui
+
+# the notebooks under Colab's versions (after test-colab-versions built .venv/colab), into build/colab/
+.PHONY: run-colab-versions
+run-colab-versions:
+	test -x $(COLAB_VENV)/bin/python || $(MAKE) --no-print-directory test-colab-versions
+	$(COLAB_VENV)/bin/python scripts/run_notebooks.py --out=build/colab $(NB)

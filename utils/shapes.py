@@ -102,6 +102,11 @@ def position_name(x: float, y: float, canvas: int) -> str:
     validate.number("x", x)
     validate.number("y", y)
     _check_canvas(canvas)
+    return _position_name(x, y, canvas)
+
+
+def _position_name(x: float, y: float, canvas: int) -> str:
+    """`position_name` without the argument checks, for the inner loops of scene sampling."""
     col = ("left", "", "right")[min(int(3 * x / canvas), 2)]
     row = ("top", "", "bottom")[min(int(3 * y / canvas), 2)]
     return f"{row} {col}".strip() or "center"
