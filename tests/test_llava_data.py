@@ -78,3 +78,27 @@ def test_word_accuracy_reads_captions_slot_by_slot():
         size="large", color="orange", shape="cross", position="in the center")
     with pytest.raises(ValueError):
         llava_data.word_accuracy(["a"], objs)
+
+
+def test_cached_features_equal_tinyllava_with_cross_attention(tok):
+    """The 'cross_attention' connector (notebook 07): nothing is spliced, the gated blocks read the features."""
+    torch.manual_seed(0)
+    cfg = lm.LMConfig(vocab_size=512, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=64)
+    model = llava.TinyLlava(llava.TinyLlavaConfig(connector="cross_attention", cross_attention_layers=[1]),
+                            lm.LM(cfg).eval(), vision_tower=TinyTower()).eval()
+    with torch.no_grad():  # open the gates, so that the image changes the logits
+        for block in model.language_model.inserted.values():
+            block.attn_gate.fill_(0.7), block.ff_gate.fill_(-0.4)
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    ids, labels = llava_data.caption_rows(tok, ["a small red circle", "a large green square at the top", "a x"])
+    feats = llava_data.tower_features(model, images, batch_size=2)
+    ref = model(images, ids, labels=labels)
+    got = llava_data.forward_from_features(model, feats, ids, labels)
+    assert got.logits.shape[1] == ids.shape[1]  # the placeholder stays one token
+    torch.testing.assert_close(got.logits, ref.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.loss, ref.loss, atol=1e-6, rtol=0)
+    other = llava_data.forward_from_features(model, feats.flip(0), ids, labels)
+    assert (other.logits - got.logits).abs().max() > 1e-3  # the image matters
+    prompt = llava_data.prompt_ids(tok, 3)
+    want = model.generate(images, prompt, max_new_tokens=6)
+    assert torch.equal(llava_data.generate_from_features(model, feats, prompt, batch_size=2, max_new_tokens=6), want)

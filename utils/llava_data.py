@@ -74,7 +74,12 @@ def _spliced(model: TinyLlava, features: torch.Tensor, input_ids: torch.Tensor, 
 
 def forward_from_features(model: TinyLlava, features: torch.Tensor, input_ids: torch.Tensor,
                           labels: torch.Tensor | None = None):
-    """`TinyLlava.forward` from cached tower features (n, N, D_v): project, splice, run the LM (LMOutput)."""
+    """`TinyLlava.forward` from cached tower features (n, N, D_v): project, splice, run the LM (LMOutput).
+    With the 'cross_attention' connector nothing is spliced: the `<image>` placeholder stays one token and
+    the LM's gated cross-attention blocks read the projected features (notebook 07)."""
+    if model.cfg.connector == "cross_attention":
+        context = model.multi_modal_projector(features)                                  # (B, N, D)
+        return model.language_model(input_ids, labels=labels, context=context)
     embeds, labels = _spliced(model, features, input_ids, labels)                        # (B, L - 1 + N, D)
     return model.language_model(inputs_embeds=embeds, labels=labels)
 
@@ -87,6 +92,10 @@ def generate_from_features(model: TinyLlava, features: torch.Tensor, input_ids: 
     model.eval()
     out = []
     for i in range(0, len(features), batch_size):
+        if model.cfg.connector == "cross_attention":
+            context = model.multi_modal_projector(features[i:i + batch_size])            # (B, N, D)
+            out.append(model.language_model.generate(input_ids[i:i + batch_size], context=context, **generate_kwargs))
+            continue
         embeds, _ = _spliced(model, features[i:i + batch_size], input_ids[i:i + batch_size])
         out.append(model.language_model.generate(inputs_embeds=embeds, **generate_kwargs))
     S = max(o.shape[1] for o in out)

@@ -1,0 +1,151 @@
+"""utils.instruct (notebook 07): the instruction writer answers from the scene description correctly, the
+conversation rows put loss on assistant tokens only and tokenize as the whole text does, the held-out items
+are notebook 05's, and the exact-match scorer."""
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from utils import instruct, lm, shapes, vqa
+from utils.lm_data import caption, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+def obj(shape, colour, x, y):
+    return shapes.ShapeObject(shape, colour, "small", float(x), float(y))
+
+
+def test_describe_lists_objects_in_reading_order():
+    scene = shapes.Scene((obj("cross", "blue", 26, 26), obj("circle", "red", 20, 6), obj("square", "green", 6, 16)))
+    assert instruct.describe(scene) == ("a small red circle at the top, a small green square on the left and "
+                                        "a small blue cross in the bottom right")
+    one = shapes.Scene((obj("triangle", "orange", 16, 16),))
+    assert instruct.describe(one) == caption(one.objects[0]) == "a small orange triangle in the center"
+
+
+def _answer(scene, qtype, question):
+    """An independent reading of the scene: what the question asks, from the objects themselves."""
+    words = question.rstrip("?").split()
+    if qtype == "colour":
+        return next(o.color for o in scene.objects if o.shape == words[-1])
+    if qtype == "shape":
+        return next(o.shape for o in scene.objects if o.color == words[-2])
+    if qtype == "count":
+        thing = words[2]
+        plural = {v: k for k, v in vqa.PLURALS.items()}
+        return str(sum(o.color == thing if thing in shapes.COLOR_NAMES else o.shape == plural[thing] for o in scene.objects))
+    if qtype == "where":
+        o = next(o for o in scene.objects if (o.color, o.shape) == (words[-2], words[-1]))
+        return vqa.WHERE_ANSWERS[o.position(scene.canvas)]
+    o = next(o for o in scene.objects if o.shape == words[-2])
+    return "yes" if o.color == words[-1] else f"no, it is {o.color}"
+
+
+def test_questions_are_answered_from_the_description():
+    rng = np.random.default_rng(0)
+    kinds = Counter()
+    for _ in range(300):
+        scene = instruct.sample_scene(rng, int(rng.integers(1, 5)))
+        for qtype, question, answer in instruct.questions_about(scene, rng):
+            kinds[qtype] += 1
+            assert answer == _answer(scene, qtype, question), (qtype, question, answer, scene)
+            if qtype in ("colour", "yes/no"):  # the object asked about is the only one of its shape
+                assert sum(o.shape == question.rstrip("?").split()[-1 if qtype == "colour" else 2]
+                           for o in scene.objects) == 1
+    assert set(kinds) == set(vqa.QUESTION_TYPES) and min(kinds.values()) > 100
+
+
+def test_sample_scene_places_small_objects_apart():
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 3, 4):
+        scene = instruct.sample_scene(rng, n)
+        assert len(scene.objects) == n and all(o.size == "small" for o in scene.objects)
+        r = shapes.SIZES["small"] * scene.canvas
+        for i, a in enumerate(scene.objects):
+            assert r <= a.x <= scene.canvas - r and r <= a.y <= scene.canvas - r
+            for b in scene.objects[i + 1:]:
+                assert np.hypot(a.x - b.x, a.y - b.y) >= 2 * r + 1
+    with pytest.raises(ValueError, match="n_objects"):
+        instruct.sample_scene(rng, 5)
+
+
+def test_make_conversations_is_deterministic_and_mixes_kinds():
+    scenes, convs = instruct.make_conversations(200, seed=3, turns=3, p_describe=0.5)
+    again = instruct.make_conversations(200, seed=3, turns=3, p_describe=0.5)
+    assert [s.to_json() for s in scenes] == [s.to_json() for s in again[0]] and convs == again[1]
+    assert all(1 <= len(c) <= 3 for c in convs)
+    assert Counter(len(s.objects) for s in scenes).keys() == {1, 2, 3, 4}
+    first = Counter(c[0][0] for c in convs)
+    assert 0.35 < first["describe"] / len(convs) < 0.65
+    for scene, conv in zip(scenes, convs):
+        assert len({t[0] for t in conv}) == len(conv)  # no kind twice in one conversation
+        for qtype, question, answer in conv:
+            assert answer == (instruct.describe(scene) if qtype == "describe" else _answer(scene, qtype, question))
+    for kwargs, name in ((dict(n=0), "n"), (dict(n=2, turns=0), "turns"), (dict(n=2, p_describe=1.5), "p_describe"),
+                         (dict(n=2, max_objects=5), "max_objects")):
+        with pytest.raises(ValueError, match=name):
+            instruct.make_conversations(**kwargs)
+
+
+@pytest.mark.parametrize("image_first", [True, False])
+def test_conversation_rows_put_loss_on_assistant_tokens_only(tok, image_first):
+    _, convs = instruct.make_conversations(40, seed=4, turns=3)
+    ids, labels = instruct.conversation_rows(tok, convs, image_first=image_first)
+    assert ids.shape == labels.shape and (ids == tok.convert_tokens_to_ids("<image>")).sum(1).eq(1).all()
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for i, conv in enumerate(convs):
+        whole = tok(instruct.conversation_text(conv, image_first=image_first))["input_ids"]
+        assert ids[i, :len(whole)].tolist() == whole  # piecewise tokens equal the whole text's
+        assert (ids[i, len(whole):] == tok.pad_token_id).all()
+        kept = labels[i][labels[i] != lm.IGNORE_INDEX].tolist()
+        assert tok.decode(kept) == "".join(a + "<|im_end|>" for *_, a in conv)  # the answers and nothing else
+        assert kept.count(end) == len(conv)
+        assert (labels[i] == ids[i])[labels[i] != lm.IGNORE_INDEX].all()
+    text = instruct.conversation_text(convs[0], image_first=image_first)
+    assert text.startswith("<|im_start|>user\n<image>\n" if image_first else "<|im_start|>user\n" + convs[0][0][1] + "\n<image>")
+    with pytest.raises(ValueError, match="conversations"):
+        instruct.conversation_rows(tok, [])
+    with pytest.raises(ValueError, match="turns"):
+        instruct.conversation_text([])
+
+
+def test_prompt_text_is_the_conversation_up_to_the_answer():
+    conv = [("colour", "What colour is the circle?", "red")]
+    for first in (True, False):
+        full = instruct.conversation_text(conv, image_first=first)
+        assert full.startswith(instruct.prompt_text(conv[0][1], image_first=first))
+        assert full == instruct.prompt_text(conv[0][1], image_first=first) + "red<|im_end|>\n"
+    assert "<image>" not in instruct.prompt_text("What colour is the circle?", image=False)
+
+
+def test_test_items_are_notebook_05_items_with_their_answers_in_words():
+    items = instruct.test_items(8, seed=5)
+    assert Counter(it["qtype"] for it in items) == {q: 8 for q in instruct.QTYPES}
+    rng = np.random.default_rng(5)
+    for it in items[:8 * len(vqa.QUESTION_TYPES)]:
+        ref = vqa.make_item(rng, it["qtype"])
+        assert (it["question"], it["answer"]) == (ref["question"], ref["choices"][ref["answer"]])
+        assert it["answer"] == _answer(it["scene"], it["qtype"], it["question"])
+    for it in items[-8:]:
+        assert it["answer"] == instruct.describe(it["scene"])
+    with pytest.raises(ValueError, match="n_per_type"):
+        instruct.test_items(0)
+
+
+def test_exact_match_scoring():
+    items = [dict(qtype="colour", answer="red"), dict(qtype="colour", answer="blue"),
+             dict(qtype="where", answer="in the top left"), dict(qtype="yes/no", answer="no, it is red"),
+             dict(qtype="describe", answer="a small red circle at the top and a small blue cross on the left")]
+    preds = ["red", " red", "in the top left.", "no", "a small blue cross on the left and a small red circle at the top"]
+    acc = instruct.answer_accuracy(preds, items)
+    assert acc == {"colour": 0.5, "where": 1.0, "yes/no": 0.0, "describe": 1.0, "overall": 0.5}
+    assert not instruct.is_correct("a small blue cross on the left", items[-1]["answer"], "describe")  # one missing
+    assert not instruct.is_correct("a small red circle at the top, a small red circle at the top and a small blue "
+                                   "cross on the left", items[-1]["answer"], "describe")            # one twice
+    with pytest.raises(ValueError, match="predictions"):
+        instruct.answer_accuracy(["red"], items)

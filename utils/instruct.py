@@ -1,0 +1,225 @@
+"""Visual instruction data in LLaVA's conversation format, written from scene descriptions, and its scoring
+(notebook 07).
+
+LLaVA (Liu et al., 2023, "Visual Instruction Tuning") had a text-only GPT-4 write (instruction, answer)
+conversations from the captions and boxes of COCO images: the writer never saw a pixel. Here a few rules play
+that writer: they read a ShapesWorld scene's description (each object's colour, shape and position) and write
+questions of notebook 05's kinds (colour, shape, count, where, yes/no), answered in words, and requests for a
+description. A conversation holds several turns about one image; the `<image>` placeholder opens the first
+user turn, and only the assistant's tokens carry loss.
+Shapes: n conversations or items, L tokens, N image tokens.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import torch
+
+from . import shapes, validate, vqa
+from .lm import IGNORE_INDEX
+from .lm_data import IMAGE_TOKEN, caption
+
+QTYPES = vqa.QUESTION_TYPES + ("describe",)   # the five question kinds of notebook 05, then descriptions
+DESCRIBE_PROMPT = "Describe the image."
+
+
+# ----------------------------------------------------------------------------- the writer
+def describe(scene: shapes.Scene) -> str:
+    """The scene's description, objects in reading order (top to bottom, then left to right):
+    "a small red circle in the top left and a small blue cross at the bottom"."""
+    validate.instance("scene", scene, shapes.Scene)
+    objs = sorted(scene.objects, key=lambda o: (o.y // (scene.canvas / 3), o.x))
+    parts = [caption(o, scene.canvas) for o in objs]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def questions_about(scene: shapes.Scene, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """One (qtype, question, answer) per question kind that the description can answer, read from the
+    description only: colour of the object whose shape is unique, shape of the object whose colour is
+    unique, a count of a colour or a shape (0 to 4), where the object with a unique colour and shape is,
+    and whether an object has a colour ("yes" or "no, it is <colour>"). Answers are `utils.vqa`'s words."""
+    validate.instance("scene", scene, shapes.Scene)
+    validate.instance("rng", rng, np.random.Generator)
+    objs = scene.objects
+    by_shape, by_colour = Counter(o.shape for o in objs), Counter(o.color for o in objs)
+    pairs = Counter((o.color, o.shape) for o in objs)
+    out = []
+    unique_shape = [o for o in objs if by_shape[o.shape] == 1]
+    if unique_shape:
+        o = unique_shape[rng.integers(len(unique_shape))]
+        out.append(("colour", f"What colour is the {o.shape}?", o.color))
+    unique_colour = [o for o in objs if by_colour[o.color] == 1]
+    if unique_colour:
+        o = unique_colour[rng.integers(len(unique_colour))]
+        out.append(("shape", f"What shape is the {o.color} object?", o.shape))
+    if rng.random() < 0.5:
+        c = shapes.COLOR_NAMES[rng.integers(len(shapes.COLOR_NAMES))]
+        out.append(("count", f"How many {c} objects are there?", str(by_colour[c])))
+    else:
+        s = shapes.SHAPES[rng.integers(len(shapes.SHAPES))]
+        out.append(("count", f"How many {vqa.PLURALS[s]} are there?", str(by_shape[s])))
+    unique_pair = [o for o in objs if pairs[o.color, o.shape] == 1]
+    if unique_pair:
+        o = unique_pair[rng.integers(len(unique_pair))]
+        out.append(("where", f"Where is the {o.color} {o.shape}?", vqa.WHERE_ANSWERS[o.position(scene.canvas)]))
+    if unique_shape:
+        o = unique_shape[rng.integers(len(unique_shape))]
+        asked = o.color if rng.random() < 0.4 else shapes.COLOR_NAMES[rng.integers(len(shapes.COLOR_NAMES))]
+        out.append(("yes/no", f"Is the {o.shape} {asked}?", "yes" if asked == o.color else f"no, it is {o.color}"))
+    return out
+
+
+def sample_scene(rng: np.random.Generator, n_objects: int, canvas: int = 32) -> shapes.Scene:
+    """A scene of `n_objects` (1 to 4) small objects of any colour and shape, not overlapping (as
+    `utils.vqa.place_objects` places them), drawn by vectorised rejection: fast enough for thousands."""
+    validate.instance("rng", rng, np.random.Generator)
+    validate.integer("n_objects", n_objects, 1, 4)
+    r = shapes.SIZES[vqa.VQA_SIZE] * canvas
+    while True:
+        xy = rng.uniform(r + 0.5, canvas - r - 0.5, size=(32, 2)).round(2)    # (32, 2) candidate centres
+        kept = []
+        for p in xy:
+            if all(np.hypot(*(p - q)) >= 2 * r + 1 for q in kept):
+                kept.append(p)
+                if len(kept) == n_objects:
+                    objs = tuple(shapes.ShapeObject(shapes.SHAPES[rng.integers(4)], shapes.COLOR_NAMES[rng.integers(6)],
+                                                    vqa.VQA_SIZE, float(x), float(y)) for x, y in kept)
+                    return shapes.Scene(objs, canvas, round(float(rng.uniform(0.05, 0.2)), 3), int(rng.integers(2 ** 31)))
+
+
+def make_conversations(n: int, seed: int = 0, turns: int = 3, p_describe: float = 0.25, canvas: int = 32,
+                       max_objects: int = 4) -> tuple[list[shapes.Scene], list[list[tuple[str, str, str]]]]:
+    """`n` scenes of 1 to `max_objects` small objects and, for each, a conversation of up to `turns`
+    (qtype, question, answer) turns: a description request with probability `p_describe`, then questions of
+    distinct kinds in random order. Deterministic for `seed`."""
+    validate.integer("n", n, min=1)
+    validate.integer("seed", seed, min=0)
+    validate.integer("turns", turns, min=1)
+    validate.number("p_describe", p_describe, 0.0, 1.0)
+    validate.integer("max_objects", max_objects, 1, 4)
+    rng = np.random.default_rng(seed)
+    scenes, convs = [], []
+    for _ in range(n):
+        scene = sample_scene(rng, int(rng.integers(1, max_objects + 1)), canvas)
+        qs = questions_about(scene, rng)
+        qs = [qs[i] for i in rng.permutation(len(qs))]
+        conv = [("describe", DESCRIBE_PROMPT, describe(scene))] if rng.random() < p_describe else []
+        scenes.append(scene)
+        convs.append((conv + qs)[:turns])
+    return scenes, convs
+
+
+# ----------------------------------------------------------------------------- token rows and the loss mask
+def user_text(question: str, image: bool = True, image_first: bool = True) -> str:
+    """The first user turn's text: LLaVA's data puts `<image>` before the question or after it."""
+    if not image:
+        return question
+    return f"{IMAGE_TOKEN}\n{question}" if image_first else f"{question}\n{IMAGE_TOKEN}"
+
+
+def prompt_text(question: str, image: bool = True, image_first: bool = True) -> str:
+    """A one-question prompt in ChatML, ending with the assistant header the model continues."""
+    return f"<|im_start|>user\n{user_text(question, image, image_first)}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def conversation_text(turns: list[tuple[str, str, str]] | list[tuple[str, str]], image: bool = True,
+                      image_first: bool = True) -> str:
+    """The conversation in ChatML, the `<image>` placeholder in the first user turn (LLaVA's layout)."""
+    if not turns:
+        raise ValueError("turns must hold at least one (question, answer) turn")
+    out = []
+    for k, t in enumerate(turns):
+        question, answer = t[-2], t[-1]
+        user = user_text(question, image, image_first) if k == 0 else question
+        out.append(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n")
+    return "".join(out)
+
+
+def conversation_rows(tokenizer, conversations: list[list[tuple]], image: bool = True, image_first: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows of whole conversations, right-padded with `<pad>` (notebook 07).
+
+    Returns:
+        input_ids (n, L) and labels (n, L): labels equal the ids on every assistant answer and the
+        `<|im_end|>` that closes it (so the model learns to stop); IGNORE_INDEX on the user turns, the
+        assistant headers, the newline after each answer and the padding.
+    """
+    if not conversations or isinstance(conversations, str):
+        raise ValueError("conversations must be a non-empty list of lists of (question, answer) turns")
+    end, rows = tokenizer.convert_tokens_to_ids("<|im_end|>"), []
+    texts = sorted({"<|im_start|>user\n" + (user_text(t[-2], image, image_first) if k == 0 else t[-2])
+                    for conv in conversations for k, t in enumerate(conv)} | {t[-1] for conv in conversations for t in conv})
+    cache = dict(zip(texts, tokenizer(texts)["input_ids"]))               # each distinct text tokenized once
+    mid = tokenizer("<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    tail = tokenizer("\n")["input_ids"]
+    for conv in conversations:
+        if not conv:
+            raise ValueError("conversations must not hold an empty conversation")
+        ids, labels = [], []
+        for k, t in enumerate(conv):
+            question, answer = t[-2], t[-1]
+            user = user_text(question, image, image_first) if k == 0 else question
+            head = cache[f"<|im_start|>user\n{user}"] + mid
+            ans = cache[answer] + [end]
+            ids += head + ans + tail
+            labels += [IGNORE_INDEX] * len(head) + ans + [IGNORE_INDEX] * len(tail)
+        rows.append((ids, labels))
+    L = max(len(i) for i, _ in rows)
+    input_ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
+    label_t = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
+    for r, (i, lab) in enumerate(rows):
+        input_ids[r, :len(i)], label_t[r, :len(lab)] = torch.tensor(i), torch.tensor(lab)
+    return input_ids, label_t
+
+
+# ----------------------------------------------------------------------------- held-out items and scoring
+def test_items(n_per_type: int, seed: int = 0, canvas: int = 32) -> list[dict]:
+    """Held-out items: `n_per_type` notebook 05 items of each question kind (answer-first, so answers are
+    balanced; `utils.vqa.make_item`), each with its correct answer in words, then `n_per_type` description
+    requests on scenes of 1 to 4 objects. Each item: scene, qtype, question, answer."""
+    validate.integer("n_per_type", n_per_type, min=1)
+    validate.integer("seed", seed, min=0)
+    rng = np.random.default_rng(seed)
+    items = []
+    for qtype in vqa.QUESTION_TYPES:
+        for _ in range(n_per_type):
+            it = vqa.make_item(rng, qtype, canvas)
+            items.append(dict(scene=it["scene"], qtype=qtype, question=it["question"],
+                              answer=it["choices"][it["answer"]]))
+    for _ in range(n_per_type):
+        scene = sample_scene(rng, int(rng.integers(1, 5)), canvas)
+        items.append(dict(scene=scene, qtype="describe", question=DESCRIBE_PROMPT, answer=describe(scene)))
+    return items
+
+
+def description_objects(text: str) -> Counter:
+    """The objects a description names, as a multiset of captions ("a small red circle in the top left"),
+    whatever their order."""
+    text = text.strip().rstrip(".")
+    parts = [p.strip() for chunk in text.split(", ") for p in chunk.split(" and ")]
+    return Counter(p for p in parts if p)
+
+
+def is_correct(prediction: str, answer: str, qtype: str) -> bool:
+    """Exact match after stripping spaces and a final full stop; a description is right when it names
+    exactly the scene's objects, in any order."""
+    if qtype == "describe":
+        return description_objects(prediction) == description_objects(answer)
+    return prediction.strip().rstrip(".").strip() == answer.strip()
+
+
+def answer_accuracy(predictions: list[str], items: list[dict]) -> dict[str, float]:
+    """Exact-match accuracy per question kind present in `items`, and 'overall' over the five question kinds
+    of notebook 05 (descriptions are reported on their own)."""
+    if len(predictions) != len(items) or not items:
+        raise ValueError(f"predictions and items must be non-empty and of the same length, "
+                         f"got {len(predictions)} and {len(items)}")
+    hits: dict[str, list[bool]] = {}
+    for p, it in zip(predictions, items):
+        hits.setdefault(it["qtype"], []).append(is_correct(p, it["answer"], it["qtype"]))
+    out = {q: float(np.mean(hits[q])) for q in QTYPES if q in hits}
+    asked = [h for q in vqa.QUESTION_TYPES if q in hits for h in hits[q]]
+    if asked:
+        out["overall"] = float(np.mean(asked))
+    return out
