@@ -149,3 +149,16 @@ def test_exact_match_scoring():
                                    "cross on the left", items[-1]["answer"], "describe")            # one twice
     with pytest.raises(ValueError, match="predictions"):
         instruct.answer_accuracy(["red"], items)
+
+
+def test_assistant_labels_from_tokens_equal_the_rows_labels(tok):
+    _, convs = instruct.make_conversations(30, seed=6, turns=3)
+    ids, labels = instruct.conversation_rows(tok, convs)
+    header = tok("<|im_start|>assistant\n")["input_ids"]
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for i in range(len(convs)):
+        assert torch.equal(instruct.assistant_labels(ids[i], header, end), labels[i])
+    with pytest.raises(ValueError, match="input_ids"):
+        instruct.assistant_labels(ids, header, end)
+    with pytest.raises(ValueError, match="header_ids"):
+        instruct.assistant_labels(ids[0], [], end)

@@ -223,3 +223,34 @@ def answer_accuracy(predictions: list[str], items: list[dict]) -> dict[str, floa
     if asked:
         out["overall"] = float(np.mean(asked))
     return out
+
+
+def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], end_id: int) -> torch.Tensor:
+    """Labels of one ChatML row read from its tokens alone (what LLaVA's preprocessing does): every token after
+    an assistant header (`header_ids`, the tokens of "<|im_start|>assistant\\n") up to and including the
+    `end_id` (`<|im_end|>`) that closes the answer keeps its id; everything else is IGNORE_INDEX.
+
+    Args:
+        input_ids: (L,) token ids of one conversation (padding after it is ignored).
+        header_ids: the assistant header's token ids.
+        end_id: the id of `<|im_end|>`.
+    Returns:
+        (L,) labels.
+    """
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 1:
+        raise ValueError(f"input_ids must be a 1-d tensor (L,), got {getattr(input_ids, 'shape', type(input_ids).__name__)}")
+    if not header_ids:
+        raise ValueError("header_ids must hold the assistant header's token ids")
+    ids, h = input_ids.tolist(), list(header_ids)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    i = 0
+    while i < len(ids):
+        if ids[i:i + len(h)] == h:
+            j = i + len(h)
+            while j < len(ids) and ids[j] != end_id:
+                j += 1
+            labels[i + len(h):j + 1] = input_ids[i + len(h):j + 1]   # the answer and its <|im_end|>
+            i = j + 1
+        else:
+            i += 1
+    return labels
