@@ -162,3 +162,31 @@ def test_assistant_labels_from_tokens_equal_the_rows_labels(tok):
         instruct.assistant_labels(ids, header, end)
     with pytest.raises(ValueError, match="header_ids"):
         instruct.assistant_labels(ids[0], [], end)
+
+
+def test_answer_items_equal_one_by_one_generation(tok):
+    from utils import llava
+
+    torch.manual_seed(0)
+    cfg = lm.LMConfig(vocab_size=512, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=96)
+    tower = torch.nn.Module()
+    tower.image_size = 8
+    tower.hidden_states = lambda x: [torch.zeros(len(x), 5, 16)] * 2          # only its width matters here
+    model = llava.TinyLlava(llava.TinyLlavaConfig(), lm.LM(cfg), vision_tower=tower).eval()
+    feats = torch.randn(5, 3, 16, generator=torch.Generator().manual_seed(1))
+    questions = ["What colour is the circle?", "Where is the red cross?", "What colour is the cross?",
+                 "Describe the image.", "How many circles are there?"]
+    got = instruct.answer_items(model, feats, questions, tok, max_new_tokens=5)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for f, q, a in zip(feats, questions, got):
+        ids = torch.tensor([tok(instruct.prompt_text(q))["input_ids"]])
+        embeds, _ = llava.splice_image_features(ids, model.language_model.embed_tokens(ids),
+                                                model.multi_modal_projector(f[None]), 4)
+        one = model.language_model.generate(inputs_embeds=embeds, max_new_tokens=5, eos_token_id=end)
+        assert a == tok.decode(one[0], skip_special_tokens=True)
+    blind = instruct.answer_items(model, feats, questions, tok, max_new_tokens=5, image=False)
+    ids = torch.tensor([tok(instruct.prompt_text(questions[1], image=False))["input_ids"]])
+    assert blind[1] == tok.decode(model.language_model.generate(ids, max_new_tokens=5, eos_token_id=end)[0],
+                                  skip_special_tokens=True)  # the LM alone, on the prompt without <image>
+    with pytest.raises(ValueError, match="features"):
+        instruct.answer_items(model, feats[:2], questions, tok)

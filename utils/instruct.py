@@ -173,6 +173,36 @@ def conversation_rows(tokenizer, conversations: list[list[tuple]], image: bool =
     return input_ids, label_t
 
 
+@torch.no_grad()
+def answer_items(model, features: torch.Tensor, questions: list[str], tokenizer, max_new_tokens: int = 48,
+                 image: bool = True, image_first: bool = True) -> list[str]:
+    """Greedy answers of a `utils.llava.TinyLlava` to one question per image, from cached image features
+    (n, N, D_v): prompts of the same token length are generated as one batch (with the KV cache), so no
+    padding is needed. With `image=False` the LM answers blind (the features are not used)."""
+    from .llava_data import generate_from_features
+
+    if not isinstance(features, torch.Tensor) or features.dim() != 3 or len(features) != len(questions):
+        raise ValueError(f"features must be (n, N, D_v) with n = len(questions) = {len(questions)}, "
+                         f"got {getattr(features, 'shape', type(features).__name__)}")
+    validate.integer("max_new_tokens", max_new_tokens, min=1)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    prompts = tokenizer([prompt_text(q, image, image_first) for q in questions])["input_ids"]
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(len(p), []).append(i)
+    answers = [""] * len(questions)
+    for idx in groups.values():
+        ids = torch.tensor([prompts[i] for i in idx])                          # (b, L)
+        if image:
+            out = generate_from_features(model, features[idx], ids, max_new_tokens=max_new_tokens, eos_token_id=end)
+        else:
+            model.eval()
+            out = model.language_model.generate(ids, max_new_tokens=max_new_tokens, eos_token_id=end)
+        for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
+            answers[i] = text
+    return answers
+
+
 # ----------------------------------------------------------------------------- held-out items and scoring
 def test_items(n_per_type: int, seed: int = 0, canvas: int = 32) -> list[dict]:
     """Held-out items: `n_per_type` notebook 05 items of each question kind (answer-first, so answers are
