@@ -156,6 +156,10 @@ def test_init_from_vit_refuses_mismatched_models():
     image = vit.ViT(vit.ViTConfig(dim=32, depth=2, heads=4, mlp_dim=64))
     with pytest.raises(ValueError, match="vit must have"):
         at.init_from_vit(at.AST(at.ASTConfig(dim=64, depth=2, heads=4, mlp_dim=64)), image)
+    with pytest.raises(ValueError, match="vit must have"):
+        at.init_from_vit(at.AST(at.ASTConfig(dim=32, depth=3, heads=4, mlp_dim=64)), image)
+    shallow = at.init_from_vit(at.AST(at.ASTConfig(dim=32, depth=1, heads=4, mlp_dim=64)), image)  # first block
+    assert torch.equal(shallow.blocks[0].mlp[0].weight, image.blocks[0].mlp[0].weight)
     with pytest.raises(TypeError, match="vit"):
         at.init_from_vit(at.AST(at.ASTConfig()), "vit")
 
@@ -170,15 +174,18 @@ def test_audio_lm_shapes_and_splice():
     windows = torch.randn(2, 3, 32, 40)                                       # (B, W, M, T)
     f, t = tower.cfg.grid                                                     # (4, 5): 5 columns -> 2 pooled
     feats = model.get_audio_features(windows)
-    assert feats.shape == (2, 3 * (t // 2), 32)
-    # by hand: window 1 of row 0, frequency-averaged patch tokens, pairs of columns averaged, projected
-    tok = tower.forward_features(windows[0, 1:2])[0, 2:].reshape(f, t, -1).mean(0)  # (t, D)
-    pooled = torch.stack([tok[0:2].mean(0), tok[2:4].mean(0)])
-    assert torch.allclose(feats[0, 2:4], model.multi_modal_projector(pooled), atol=1e-5)
+    assert feats.shape == (2, 3 * (1 + t // 2), 32)
+    # by hand: window 1 of row 0: CLS and distillation averaged, then frequency-averaged patch tokens with pairs
+    # of columns averaged, projected
+    out = tower.forward_features(windows[0, 1:2])[0]
+    tok = out[2:].reshape(f, t, -1).mean(0)                                   # (t, D)
+    pooled = torch.stack([(out[0] + out[1]) / 2, tok[0:2].mean(0), tok[2:4].mean(0)])
+    assert torch.allclose(feats[0, 3:6], model.multi_modal_projector(pooled), atol=1e-5)
+    assert torch.allclose(model.get_audio_features(model.encode(windows)), feats)
     ids = torch.tensor([[1, 4, 7, 8], [1, 9, 4, 8]])
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 8], [IGNORE_INDEX] * 3 + [8]])
     out = model(windows, ids, labels)
-    assert out.logits.shape == (2, 4 - 1 + 6, 128) and out.loss.dim() == 0
+    assert out.logits.shape == (2, 4 - 1 + 9, 128) and out.loss.dim() == 0
     gen = model.generate(windows, ids, max_new_tokens=3)
     assert gen.shape[0] == 2 and gen.shape[1] <= 3
     with pytest.raises(ValueError, match="windows"):
@@ -187,6 +194,20 @@ def test_audio_lm_shapes_and_splice():
         at.pool_time(torch.randn(1, 1, 4), 2)
     with pytest.raises(TypeError, match="audio_tower"):
         at.AudioLM(language_model, language_model, 4)
+
+
+def test_instruction_rows():
+    tok = lm.load_pretrained("lm_shapes")[1]
+    ids, labels = at.instruction_rows(tok, ["What was said?", "Is it a direction?"], ["go left", "yes"])
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for row, lab, answer in zip(ids, labels, ["go left", "yes"]):
+        kept = lab[lab != IGNORE_INDEX].tolist()
+        assert kept == tok(answer)["input_ids"] + [end]
+        assert (row == tok.convert_tokens_to_ids("<image>")).sum() == 1
+    with pytest.raises(ValueError, match="same length"):
+        at.instruction_rows(tok, ["a"], ["b", "c"])
+    with pytest.raises(TypeError, match="prompts"):
+        at.instruction_rows(tok, "What was said?", ["go"])
 
 
 # ----------------------------------------------------------------------------- DPO

@@ -201,13 +201,13 @@ def init_from_vit(model: AST, vit: ViT) -> AST:
     patch sizes differ the kernel is also resized (bilinear, divided by the area ratio so a flat input gives the
     same response; the paper needs no resize, both use 16 x 16). The position embeddings of the image grid are
     interpolated to the spectrogram's f x t grid; the CLS token (and its position) goes to both the CLS and the
-    distillation slot. Blocks and the final LayerNorm are copied; the head stays new.
+    distillation slot. The first `model.cfg.depth` blocks and the final LayerNorm are copied; the head stays new.
     """
     validate.instance("model", model, AST), validate.instance("vit", vit, ViT)
     a, v = model.cfg, vit.cfg
-    if (a.dim, a.depth, a.heads, a.mlp_dim) != (v.dim, v.depth, v.heads, v.mlp_dim):
-        raise ValueError(f"vit must have the AST's dim, depth, heads and mlp_dim {(a.dim, a.depth, a.heads, a.mlp_dim)}, "
-                         f"got {(v.dim, v.depth, v.heads, v.mlp_dim)}")
+    if (a.dim, a.heads, a.mlp_dim) != (v.dim, v.heads, v.mlp_dim) or a.depth > v.depth:
+        raise ValueError(f"vit must have the AST's dim, heads and mlp_dim {(a.dim, a.heads, a.mlp_dim)} and at least "
+                         f"its depth {a.depth}, got {(v.dim, v.heads, v.mlp_dim)} and depth {v.depth}")
     if v.pos != "learned" or vit.embed.cls_token is None:
         raise ValueError("vit must have learned position embeddings and a CLS token")
     with torch.no_grad():
@@ -240,8 +240,9 @@ def pool_time(x: torch.Tensor, stride: int = 2) -> torch.Tensor:
 
 
 class AudioLM(nn.Module):
-    """audio_tower (an AST, run on each one-second window) -> patch tokens averaged over frequency -> stride-2
-    pooling -> multi_modal_projector -> spliced at the `<image>`-style placeholder of the LM's prompt."""
+    """audio_tower (an AST, run on each one-second window) -> its pooled token and its patch tokens averaged
+    over frequency with stride-2 pooling -> multi_modal_projector -> spliced at the `<image>` placeholder's slot
+    of the LM's prompt."""
 
     def __init__(self, audio_tower: AST, language_model: LM, audio_token_id: int, connector: str = "mlp2x_gelu",
                  pool_stride: int = 2):
@@ -252,21 +253,37 @@ class AudioLM(nn.Module):
         self.audio_token_id, self.pool_stride = audio_token_id, pool_stride
         self.multi_modal_projector = make_projector(connector, audio_tower.cfg.dim, language_model.cfg.dim)
 
-    def get_audio_features(self, windows: torch.Tensor) -> torch.Tensor:
-        """(B, W, M, T) spectrogram windows -> (B, W * (t // pool_stride), D) audio tokens for the LM."""
+    def encode(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, W, M, T) spectrogram windows -> (B, W * (1 + t // pool_stride), D_a): per window, the tower's
+        pooled output (the mean of its CLS and distillation tokens, what its classifier reads), then its patch
+        tokens averaged over frequency (one per patch column, 100 ms apart at time_stride=10), pooled in time."""
         validate.tensor("windows", windows, dim=4, floating=True)
         B, W = windows.shape[:2]
         f, t = self.audio_tower.cfg.grid
-        x = self.audio_tower.forward_features(windows.flatten(0, 1))[:, 2:]   # (B*W, f*t, D)
-        x = x.reshape(B * W, f, t, -1).mean(1)                                # (B*W, t, D): one per 100 ms
-        x = pool_time(x, self.pool_stride)                                    # (B*W, t // s, D)
-        return self.multi_modal_projector(x.reshape(B, -1, x.shape[-1]))      # (B, W * t // s, D_lm)
+        x = self.audio_tower.forward_features(windows.flatten(0, 1))          # (B*W, 2 + f*t, D_a)
+        pooled = (x[:, :1] + x[:, 1:2]) / 2                                   # (B*W, 1, D_a)
+        cols = x[:, 2:].reshape(B * W, f, t, -1).mean(1)                      # (B*W, t, D_a)
+        x = torch.cat([pooled, pool_time(cols, self.pool_stride)], dim=1)     # (B*W, 1 + t // s, D_a)
+        return x.reshape(B, -1, x.shape[-1])                                  # (B, W * (1 + t // s), D_a)
+
+    def get_audio_features(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windows (B, W, M, T), or their `encode` outputs (B, n, D_a) cached while the tower is frozen ->
+        (B, n, D_lm) audio tokens for the LM."""
+        if isinstance(windows, torch.Tensor) and windows.dim() == 3:
+            if windows.shape[-1] != self.audio_tower.cfg.dim:
+                raise ValueError(f"windows must be (B, W, M, T) spectrograms or (B, n, {self.audio_tower.cfg.dim}) "
+                                 f"encoded tokens, got shape {tuple(windows.shape)}")
+            return self.multi_modal_projector(windows)
+        encoded = self.encode(windows)
+        return self.multi_modal_projector(encoded)                            # (B, n, D_lm)
 
     def _prepare(self, windows, input_ids, labels=None):
         embeds = self.language_model.embed_tokens(input_ids)                  # (B, L, D_lm)
         return splice_image_features(input_ids, embeds, self.get_audio_features(windows), self.audio_token_id, labels)
 
     def forward(self, windows: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor | None = None):
+        """windows: (B, W, M, T) or cached `encode` outputs (B, n, D_a); input_ids/labels: (B, L) with one
+        placeholder per row. Returns the LM's output on the L - 1 + n spliced vectors."""
         embeds, labels = self._prepare(windows, input_ids, labels)
         return self.language_model(inputs_embeds=embeds, labels=labels)
 
@@ -322,3 +339,26 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     validate.number("beta", beta, 0.0, strict_min=True)
     margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
     return -F.logsigmoid(beta * margin).mean()
+
+
+def instruction_rows(tokenizer, prompts: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ChatML rows `user: <image>\\n{prompt}` -> `assistant: {answer}<|im_end|>`, right-padded (notebook 10).
+
+    The course LM's vocabulary has no `<audio>` token: the audio features take the `<image>` placeholder's slot.
+    Returns:
+        input_ids (n, L) and labels (n, L), IGNORE_INDEX everywhere but on the answer and its `<|im_end|>`.
+    """
+    from .llava_data import prompt_text
+
+    prompts, answers = validate.strings("prompts", prompts), validate.strings("answers", answers)
+    if len(prompts) != len(answers):
+        raise ValueError(f"prompts and answers must have the same length, got {len(prompts)} and {len(answers)}")
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rows = [(tokenizer(prompt_text(p))["input_ids"], tokenizer(a)["input_ids"] + [end]) for p, a in zip(prompts, answers)]
+    L = max(len(h) + len(a) for h, a in rows)
+    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
+    for i, (h, a) in enumerate(rows):
+        ids[i, :len(h) + len(a)] = torch.tensor(h + a)
+        labels[i, len(h):len(h) + len(a)] = torch.tensor(a)
+    return ids, labels
