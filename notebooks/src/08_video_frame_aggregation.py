@@ -11,10 +11,10 @@
 # does not (the circle's colour). Then the aggregated tokens go into the course LM of notebook 06, which
 # answers "Which way does the red circle move?" in words, and we count what aggregation saves.
 #
-# **What you need:** about 1 minute on a 2-core CPU, under 1 GB of memory at peak, no GPU. It trains three
-# small aggregators (250 steps each) and, for generation, the LM with a linear projector (60 steps). It loads
-# the image tower of the tiny CLIP of notebook 03 (`clip_minilm`) and the course LM (`lm_shapes`), so no earlier
-# notebook need have run.
+# **What you need:** about 1.5 minutes on a 2-core CPU (40 s of CPU time, on one thread), under 1 GB of memory at
+# peak, no GPU. It trains three small aggregators (250 steps each) and, for generation, the LM with a linear
+# projector (60 steps). It loads the image tower of the tiny CLIP of notebook 03 (`clip_minilm`) and the course
+# LM (`lm_shapes`), so no earlier notebook need have run.
 
 # %%
 import time
@@ -44,6 +44,7 @@ print("a held-out row:", {k: v for k, v in data["direction", "heldout"][0].items
 # frames. Below, a long held-out clip, every frame, with the 64 kept ones framed in orange.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 heldout_clips = video.clips_of(data["direction", "heldout"])
 long_i = int(np.argmax([c.num_frames for c in heldout_clips]))
 clip = heldout_clips[long_i]
@@ -54,6 +55,7 @@ print(f"clip {long_i}: {clip.num_frames} frames, answer {data['direction', 'held
       f"kept frames {kept[:6].tolist()} ... {kept[-3:].tolist()}, one every {clip.num_frames / 64:.2f} frames")
 print(f"a clip of 40 frames keeps {len(video.uniform_frame_indices(40, 64))}: {video.uniform_frame_indices(40, 64)[:5].tolist()} ...")
 
+# %%
 cols = 30
 rows = -(-clip.num_frames // cols)
 sheet = np.full((rows * 34, cols * 34, 3), 255, np.uint8)
