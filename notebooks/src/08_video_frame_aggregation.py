@@ -308,8 +308,8 @@ assert gen_acc["after"] >= 0.9, gen_acc
 # ## 6. What merging saves
 #
 # Without aggregation the LM reads every sampled frame's tokens; with it, one "frame" of L tokens per 32 frames.
-# We time one forward pass of each for one clip: frame tokens -> projector -> LM on the spliced prompt, with the
-# resampler's own time included on the merged side.
+# We time one forward pass of each for one clip (the median of 30): frame tokens -> projector -> LM on the spliced
+# prompt, with the resampler's own time included on the merged side.
 
 # %%
 prompt = llava_data.prompt_ids(tokenizer, 1, prompt=questions[0])
@@ -318,12 +318,15 @@ raw_tokens = x1.flatten(1, 2)                                 # (1, 64, D_v): ev
 n_raw, n_merged = raw_tokens.shape[1], v_test.shape[1]
 
 
-def time_forward(fn, repeats=20):
+def time_forward(fn, repeats=30):
+    """Median wall time of one call, in ms (the median shrugs off a busy machine's slow calls)."""
     fn()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / repeats * 1e3
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
 
 
 model.eval()
@@ -332,7 +335,7 @@ with torch.no_grad():
     ms_merged = time_forward(lambda: llava_data.forward_from_features(model, best.tokens(x1), prompt))
 tower_cfg = model.vision_tower.cfg
 full = 64 * (1 + (tower_cfg.image_size // tower_cfg.patch_size) ** 2)   # every frame's CLS + 64 patch tokens
-report.table(["video tokens into the LM", "tokens", "sequence (with the prompt)", "one forward pass (ms)"],
+report.table(["video tokens into the LM", "tokens", "sequence (with the prompt)", "one forward pass (ms, median)"],
              [["64 frames x N = 1 (CLS)", n_raw, prompt.shape[1] - 1 + n_raw, f"{ms_raw:.1f}"],
               ["merged: 2 chunks x L = 4", n_merged, prompt.shape[1] - 1 + n_merged, f"{ms_merged:.1f}"],
               [f"64 frames x N = 65 (CLS + patches)", full, prompt.shape[1] - 1 + full,
