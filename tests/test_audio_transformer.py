@@ -257,3 +257,25 @@ def test_dpo_loss_equals_the_papers_formula_by_hand():
 def test_dpo_loss_refuses_bad_inputs(args, kw, name):
     with pytest.raises(ValueError, match=name):
         at.dpo_loss(*args, **kw)
+
+
+def test_online_loader_on_a_tiny_local_ast(tmp_path):
+    """The online section's code (load_hf_ast, hf_ast_predict) on a tiny AST saved locally."""
+    from transformers import ASTConfig as HFASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    labels = ["yes", "no", "up"]
+    cfg = HFASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                      num_mel_bins=128, max_length=98, num_labels=3, id2label=dict(enumerate(labels)),
+                      label2id={w: i for i, w in enumerate(labels)})
+    ASTForAudioClassification(cfg).save_pretrained(tmp_path)
+    ASTFeatureExtractor(max_length=98).save_pretrained(tmp_path)
+    model, fe = at.load_hf_ast(str(tmp_path), revision=None)
+    waves = torch.randn(2, 16000) * 0.1
+    got = at.hf_ast_predict(model, fe, waves)
+    inputs = fe([w.numpy() for w in waves], sampling_rate=16000, return_tensors="pt")
+    assert inputs["input_values"].shape == (2, 98, 128)
+    with torch.no_grad():
+        want = [labels[int(i)] for i in model(**inputs).logits.argmax(-1)]
+    assert got == want and set(got) <= set(labels)
+    with pytest.raises(ValueError, match="waveforms"):
+        at.hf_ast_predict(model, fe, torch.randn(16000))

@@ -362,3 +362,29 @@ def instruction_rows(tokenizer, prompts: list[str], answers: list[str]) -> tuple
         ids[i, :len(h) + len(a)] = torch.tensor(h + a)
         labels[i, len(h):len(h) + len(a)] = torch.tensor(a)
     return ids, labels
+
+
+# ----------------------------------------------------------------------------- the real AST (online, opt-in)
+AST_HUB_ID = "MIT/ast-finetuned-speech-commands-v2"
+AST_REVISION = "main"  # TODO: pin to the commit hash the Hub lists for AST_HUB_ID (not known offline)
+
+
+def load_hf_ast(source: str = AST_HUB_ID, revision: str | None = AST_REVISION):
+    """(ASTForAudioClassification in eval mode, ASTFeatureExtractor) from the Hub or a local folder."""
+    from transformers import ASTFeatureExtractor, ASTForAudioClassification
+
+    if not isinstance(source, str) and not hasattr(source, "__fspath__"):
+        raise TypeError(f"source must be a Hub id or a folder, got {type(source).__name__}")
+    kw = {} if revision is None else {"revision": revision}
+    model = ASTForAudioClassification.from_pretrained(source, **kw).eval()
+    return model, ASTFeatureExtractor.from_pretrained(source, **kw)
+
+
+@torch.no_grad()
+def hf_ast_predict(model, feature_extractor, waveforms: torch.Tensor, sample_rate: int = 16000) -> list[str]:
+    """The label the model gives each row of `waveforms` (B, T) (float samples at `sample_rate` Hz)."""
+    validate.tensor("waveforms", waveforms, dim=2, floating=True, finite=True)
+    validate.integer("sample_rate", sample_rate, min=1)
+    inputs = feature_extractor([w.numpy() for w in waveforms], sampling_rate=sample_rate, return_tensors="pt")
+    logits = model(**inputs).logits                                      # (B, num_labels)
+    return [model.config.id2label[int(i)] for i in logits.argmax(-1)]
