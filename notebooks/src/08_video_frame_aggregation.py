@@ -191,7 +191,8 @@ assert all(a["color"] >= 0.95 for a in acc.values()), acc
 
 # %%
 for agg in ("mean", "resampler"):
-    print(f"{agg:>10}: direction {acc[agg]['direction']:.1%} (order-blind ceiling 50%), "
+    print(f"{agg:>10}: direction {acc[agg]['direction']:.1%} and on the reverses {acc_reversed[agg]['direction']:.1%}, "
+          f"mean {(acc[agg]['direction'] + acc_reversed[agg]['direction']) / 2:.1%} (order-blind: at most 50%); "
           f"which came first {acc[agg]['first']:.1%} (chance 50%)")
 #
 # ## 4. What too few frames lose
