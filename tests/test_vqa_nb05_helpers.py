@@ -47,3 +47,37 @@ def test_tokens_under_objects_picks_the_nearest_valid_token():
         vqa_model.tokens_under_objects([scene, scene], tokens, valid)
     with pytest.raises(ValueError, match="valid"):
         vqa_model.tokens_under_objects([scene], tokens, valid.float())
+
+
+def test_encode_items_with_given_image_tokens_equals_live_encoding():
+    """encode_items(image_features=...) skips the tower and returns the same dict as the live encoding."""
+    import torch
+    from utils import DATA_DIR, clip_shapes, vqa, vqa_model
+    ds = vqa.make_vqa_dataset(12, seed=3)
+    tower = clip_shapes.load_shipped("minilm", DATA_DIR / "checkpoints").vision_tower
+    text = lambda texts: torch.stack([torch.full((384,), float(len(t))) for t in texts])  # noqa: E731
+    live = vqa_model.encode_items(ds, tower, text)
+    given = vqa_model.encode_items(ds, None, text, image_features=(live["tokens"], live["valid"]))
+    for k in ("tokens", "valid", "question", "answers", "answer"):
+        assert torch.equal(live[k], given[k]), k
+    assert live["qtype"] == given["qtype"]
+    import pytest
+    with pytest.raises(ValueError, match="image_features"):
+        vqa_model.encode_items(ds, None, text, image_features=(live["tokens"][:5], live["valid"][:5]))
+
+
+def test_shipped_vqa_train_features_match_a_live_encoding():
+    """The shipped features (scripts/encode_vqa_features.py) equal the live encoding of their first items."""
+    import torch
+    from utils import DATA_DIR, checkpoints, clip_shapes, vqa, vqa_model
+    shipped, cfg = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "vqa_train_features")
+    n = cfg["recipe"]["n"]
+    assert shipped["tokens"].shape[:2] == shipped["valid"].shape == (n, 4)
+    ds = vqa.make_vqa_dataset(40, seed=cfg["recipe"]["seed"])   # the first 40 items of the same stream
+    tower = clip_shapes.load_shipped("minilm", DATA_DIR / "checkpoints").vision_tower
+    images = ds.with_format("numpy")["image"]
+    tokens, valid = vqa_model.frozen_image_tokens(images, tower, "objects")
+    g_tokens, _ = vqa_model.global_image_tokens(images, tower)
+    torch.testing.assert_close(tokens, shipped["tokens"][:40], atol=1e-5, rtol=0)
+    assert torch.equal(valid, shipped["valid"][:40])
+    torch.testing.assert_close(g_tokens, shipped["global_tokens"][:40], atol=1e-5, rtol=0)

@@ -108,7 +108,7 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
 class VQAConfig:
     token_dim: int = 67          # width of an image token: a 64-d feature, then centre x, centre y and area
     text_dim: int = 384          # E, width of the frozen text features (MiniLM)
-    hidden: int = 256            # hidden width
+    hidden: int = 128            # hidden width
     use_image: bool = True       # the ablations switch inputs off
     use_question: bool = True
     use_answer: bool = True
@@ -225,14 +225,24 @@ def frozen_image_tokens(images, vision_tower: nn.Module, kind: str = "objects", 
     return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool)
 
 
-def _encode(ds, vision_tower, text_features, candidates: str, kind: str, layer: int, question=None) -> dict:
+def _encode(ds, vision_tower, text_features, candidates: str, kind: str, layer: int, question=None,
+            image_features=None) -> dict:
     missing = {"image", candidates, "answer"} - set(getattr(ds, "column_names", ()))
     if missing:
         raise ValueError(f"ds must be a datasets.Dataset with columns image, {candidates}, answer; it lacks {sorted(missing)}")
     if not callable(text_features):
         raise TypeError(f"text_features must be a function texts -> (n, E) features, got {type(text_features).__name__}")
-    validate.instance("vision_tower", vision_tower, nn.Module)
-    tokens, valid = frozen_image_tokens(ds.with_format("numpy")["image"], vision_tower, kind, layer)
+    if image_features is None:
+        validate.instance("vision_tower", vision_tower, nn.Module)
+        tokens, valid = frozen_image_tokens(ds.with_format("numpy")["image"], vision_tower, kind, layer)
+    else:   # features computed earlier (e.g. shipped by scripts/encode_vqa_features.py): no tower pass
+        if (not isinstance(image_features, (tuple, list)) or len(image_features) != 2
+                or not all(isinstance(t, torch.Tensor) for t in image_features)
+                or image_features[0].dim() != 3 or tuple(image_features[1].shape) != tuple(image_features[0].shape[:2])
+                or len(image_features[0]) != len(ds)):
+            raise ValueError(f"image_features must be (tokens (B, T, D), valid (B, T)) with B = len(ds) = {len(ds)}, got "
+                             f"{[tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in image_features] if isinstance(image_features, (tuple, list)) else type(image_features).__name__}")
+        tokens, valid = image_features
     choices = [list(c) for c in ds[candidates]]
     flat = [a for c in choices for a in c]
     answers = text_features(flat)
@@ -247,17 +257,19 @@ def _encode(ds, vision_tower, text_features, candidates: str, kind: str, layer: 
 
 
 @torch.no_grad()
-def encode_items(ds, vision_tower: nn.Module, text_features, image_tokens: str = "objects", layer: int = 2) -> dict:
+def encode_items(ds, vision_tower: nn.Module | None, text_features, image_tokens: str = "objects", layer: int = 2,
+                 image_features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Frozen features of a VQA dataset.
 
     Args:
         vision_tower: the CLIP image tower (a `utils.vit.ViT` with num_classes=0), kept frozen.
         text_features: texts -> (n, E) frozen sentence features (e.g. MiniLM's).
         image_tokens: 'objects' or 'patches' (see `frozen_image_tokens`).
+        image_features: optional (tokens, valid) computed earlier for these items; then the tower is not run.
     Returns:
         dict with tokens (B, T, token_dim), valid (B, T), question (B, E), answers (B, A, E), answer (B,), qtype.
     """
-    return _encode(ds, vision_tower, text_features, "choices", image_tokens, layer)
+    return _encode(ds, vision_tower, text_features, "choices", image_tokens, layer, image_features=image_features)
 
 
 @torch.no_grad()
