@@ -7,8 +7,8 @@
 # train on ShapesWorld to recognize shapes. Then we look inside it (where the CLS token attends), check it
 # against torchvision's `VisionTransformer` with the same weights, and measure why pretraining matters.
 #
-# **What you need:** about 90 s on a 2-core CPU (65 s of it is training, with a progress bar), under
-# 2 GB of memory, no GPU, no network.
+# **What you need:** about 80 s on a 2-core CPU (about 40 s of it training, with a progress bar), 1.3 GB of
+# memory at peak, no GPU, no network.
 
 # %%
 import math
@@ -94,7 +94,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters in {cfg.depth}
 # ## 4. Train it on ShapesWorld shape classification
 #
 # 8,000 training images and 1,000 test images, generated from different seeds, so the test scenes (shape,
-# colour, size, position, noise) are new to the model. AdamW with warm-up and cosine decay, 800 steps of 64.
+# colour, size, position, noise) are new to the model. AdamW with warm-up and cosine decay, 350 steps of 64
+# at a peak learning rate of 0.003 here; the shipped checkpoint trained longer (below).
 
 # %%
 recipe = vit.SHAPES_VIT_RECIPE
@@ -116,35 +117,36 @@ def classification_loss(model, batch):
     return F.cross_entropy(model(images), labels)
 
 
-train_cfg = training.TrainConfig(**recipe["train"])
+train_cfg = training.TrainConfig(**{**recipe["train"], "steps": 350, "lr": 3e-3, "warmup": 20})  # shipped: 800 steps at 2e-3
 hist = training.train(model, (x_train, y_train), classification_loss, train_cfg)
 test_acc = training.accuracy(training.predict(model, x_test), y_test)
 print(f"trained {train_cfg.steps} steps in {hist.seconds:.0f} s; test accuracy {test_acc:.1%}")
 training.plot_history(hist, title="tiny ViT, shape classification");
 
 # %% [markdown]
-# The same recipe made the checkpoint shipped in `data/checkpoints/vit_shapes` (by
-# `scripts/train_vit_shapes.py`). Training is seeded and runs on a fixed number of threads, so this run
-# should reach the same accuracy.
+# The checkpoint shipped in `data/checkpoints/vit_shapes` (made by `scripts/train_vit_shapes.py`, seeded, on
+# a fixed number of threads) trained the same model on the same data for 800 steps at a peak learning rate of
+# 0.002. What do the extra steps buy?
 
 # %%
 state, shipped_cfg = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "vit_shapes")
 shipped = vit.ViT(vit.ViTConfig(**shipped_cfg["model"]))
 shipped.load_state_dict(state)
 shipped_acc = training.accuracy(training.predict(shipped, x_test), y_test)
-print(f"this run: {test_acc:.1%}   shipped checkpoint: {shipped_acc:.1%}")
-assert test_acc >= 0.95, test_acc
-assert abs(test_acc - shipped_acc) <= 0.02
+print(f"this run ({train_cfg.steps} steps): {test_acc:.1%}   shipped checkpoint ({shipped_cfg['recipe']['train']['steps']} "
+      f"steps): {shipped_acc:.1%}")
+assert test_acc >= 0.83 and shipped_acc >= 0.97, (test_acc, shipped_acc)
 
 # %% [markdown]
 # ## 5. Where does the CLS token look?
 #
 # The CLS token's row of the last block's attention weights says how much each patch contributed to the
-# vector that is classified. Averaged over heads and drawn over the image, it concentrates on the shape.
+# vector that is classified. Averaged over heads and drawn over the image (here for the shipped, fully
+# trained ViT), it concentrates on the shape.
 
 # %%
 with torch.no_grad():
-    logits, maps = model(x_test[:8], return_attention=True)   # maps: depth x (B, H, 1+N, 1+N)
+    logits, maps = shipped(x_test[:8], return_attention=True)   # maps: depth x (B, H, 1+N, 1+N)
 cls_attn = maps[-1][:, :, 0, 1:].mean(1).reshape(-1, 8, 8)    # (B, 8, 8): CLS -> patches, mean over heads
 fig, axes = plt.subplots(2, 8, figsize=(13, 4.0))
 for i in range(8):
@@ -155,36 +157,45 @@ fig.suptitle("last block: CLS attention over the 64 patches (mean of 4 heads)", 
 fig.tight_layout();
 
 # %% [markdown]
-# Measured over the whole test set: the share of the CLS token's attention that lands on patches the shape
-# covers, against the share of the image those patches make up. The shape's patches split into *edge*
-# patches, which the shape covers only in part (its outline runs through them), and *interior* patches,
-# which it covers entirely.
+# Measured over the whole test set, for the ViT trained above and for the shipped one: the share of the CLS
+# token's attention that lands on patches the shape covers, against the share of the image those patches
+# make up. The shape's patches split into *edge* patches, which the shape covers only in part (its outline
+# runs through them), and *interior* patches, which it covers entirely.
 
 # %%
-with torch.no_grad():
-    attn_all = torch.cat([model(x_test[i:i + 250], return_attention=True)[1][-1][:, :, 0, 1:].mean(1)
-                          for i in range(0, len(x_test), 250)])            # (B, N), each row sums to ~1
 background = torch.tensor([scene.background for scene in map(shapes.Scene.from_json, test_ds["scene"])])
 on_shape = (vit.patchify(x_test, 4).reshape(len(x_test), 64, 16, 3)
             - background[:, None, None, None]).abs().amax(-1).gt(0.25)  # (B, N, 16): pixel differs from background
 coverage = on_shape.float().mean(-1)                                     # (B, N): share of the patch on the shape
 regions = {"on the shape (edge + interior)": coverage > 0.1, "edge: part of the shape": (coverage > 0.1) & (coverage < 1),
            "interior: all shape": coverage == 1, "background": coverage <= 0.1}
-attn_share = {name: (attn_all * m).sum().item() / attn_all.sum().item() for name, m in regions.items()}
 area_share = {name: m.float().mean().item() for name, m in regions.items()}
-report.table(["patches", "share of CLS attention", "share of the image", "attention per patch / uniform"],
-             [[name, f"{attn_share[name]:.0%}", f"{area_share[name]:.0%}", f"{attn_share[name] / area_share[name]:.1f}x"]
-              for name in regions])
-attn_on_shape, area_of_shape = attn_share["on the shape (edge + interior)"], area_share["on the shape (edge + interior)"]
-edge_vs_interior = (attn_share["edge: part of the shape"] / area_share["edge: part of the shape"]) / (
-    attn_share["interior: all shape"] / area_share["interior: all shape"])
-print(f"an edge patch gets {edge_vs_interior:.1f}x the attention of an interior patch")
-assert attn_on_shape > 2 * area_of_shape and edge_vs_interior > 1.5
+attn_share, edge_vs_interior = {}, {}
+for label, net in ((f"{train_cfg.steps} steps", model), ("800 steps (shipped)", shipped)):
+    with torch.no_grad():
+        attn_all = torch.cat([net(x_test[i:i + 250], return_attention=True)[1][-1][:, :, 0, 1:].mean(1)
+                              for i in range(0, len(x_test), 250)])        # (B, N), each row sums to ~1
+    attn_share[label] = {name: (attn_all * m).sum().item() / attn_all.sum().item() for name, m in regions.items()}
+    edge_vs_interior[label] = (attn_share[label]["edge: part of the shape"] / area_share["edge: part of the shape"]) / (
+        attn_share[label]["interior: all shape"] / area_share["interior: all shape"])
+labels = list(attn_share)
+report.table(["patches", "share of the image"] + [f"share of CLS attention, {k}" for k in labels]
+             + [f"per patch / uniform, {k}" for k in labels],
+             [[name, f"{area_share[name]:.0%}"] + [f"{attn_share[k][name]:.0%}" for k in labels]
+              + [f"{attn_share[k][name] / area_share[name]:.1f}x" for k in labels] for name in regions])
+for k in labels:
+    print(f"{k}: an edge patch gets {edge_vs_interior[k]:.1f}x the attention of an interior patch")
+area_of_shape = area_share["on the shape (edge + interior)"]
+attn_on_shape = attn_share["800 steps (shipped)"]["on the shape (edge + interior)"]
+assert all(attn_share[k]["on the shape (edge + interior)"] > 2 * area_of_shape for k in labels)
+assert edge_vs_interior["800 steps (shipped)"] > 1.5 and edge_vs_interior[labels[0]] <= 1.0, edge_vs_interior
 
 # %% [markdown]
-# Most of the attention on the shape goes to its outline: per patch, an edge patch gets about twice what an
-# interior patch gets, and both get more than a background patch. The outline is where a circle, a square,
-# a triangle and a cross differ; the inside of a shape is one flat colour whatever the shape.
+# Both models put most of the CLS attention on the shape. Where on it differs: the fully trained ViT gives an
+# edge patch several times what an interior patch gets, while after 350 steps the interior still gets as much or
+# more (the printout above). The outline is where a circle, a square, a triangle and a cross differ; the
+# inside of a shape is one flat colour whatever the shape, and the longer-trained model, which is also the
+# more accurate one (section 4), has moved its attention there.
 
 # %% [markdown]
 # ## 6. The same network in torchvision
@@ -269,15 +280,16 @@ small_results = {
 report.table(["256 labelled images, 100 steps", "training accuracy", "test accuracy"],
              [[name, f"{tr:.1%}", f"{te:.1%}"] for name, (tr, te) in small_results.items()])
 small_acc, pretrained_acc = small_results["from scratch (whole ViT trained)"][1], small_results["pretrained CLIP tower, frozen + linear head"][1]
-print(f"for comparison, the ViT of section 4 (8,000 labelled images, 800 steps): test accuracy {test_acc:.1%}")
-assert pretrained_acc > small_acc + 0.3 and pretrained_acc > test_acc - 0.04, (small_acc, pretrained_acc)
+print(f"for comparison, the ViTs of section 4 (8,000 labelled images): {train_cfg.steps} steps here {test_acc:.1%}, "
+      f"800 steps (shipped) {shipped_acc:.1%}")
+assert pretrained_acc > small_acc + 0.3 and pretrained_acc > test_acc and pretrained_acc > shipped_acc - 0.04, (small_acc, pretrained_acc)
 
 # %% [markdown]
 # From scratch, 100 steps on 256 images leave the ViT far from knowing the shapes: it does not yet fit its
 # own training images, and it does worse still on new ones (chance is 25%). The pretrained tower, with
-# nothing but a linear layer trained on the same 256 labels in the same 100 steps, fits them and comes within
-# a few points of the ViT trained on 8,000 labelled images for 800 steps. Its features already separate the
-# shapes, because matching "a circle" and "a square" in captions required it. That is
+# nothing but a linear layer trained on the same 256 labels in the same 100 steps, fits them, beats the ViT
+# trained here on 8,000 labelled images for 350 steps and comes within a few points of the one trained for
+# 800 steps (the printout above). Its features already separate the shapes, because matching "a circle" and "a square" in captions required it. That is
 # what pretraining buys: learn general visual features once from plentiful, cheaper data (here captions,
 # on the web alt-text), then adapt with few labels. Notebooks 03 and 04 do it the CLIP way, which also gives
 # a classifier for classes described only in words (zero-shot).
@@ -286,12 +298,12 @@ assert pretrained_acc > small_acc + 0.3 and pretrained_acc > test_acc - 0.04, (s
 
 # %%
 report.measured("02_vision_transformer", {
-    "test accuracy, tiny ViT (8,000 images, 800 steps)": f"{test_acc:.1%}",
-    "test accuracy, shipped checkpoint": f"{shipped_acc:.1%}",
+    f"test accuracy, tiny ViT (8,000 images, {train_cfg.steps} steps)": f"{test_acc:.1%}",
+    "test accuracy, shipped checkpoint (800 steps)": f"{shipped_acc:.1%}",
     "256 labelled images, 100 steps: from scratch / pretrained CLIP tower + linear head": f"{small_acc:.1%} / {pretrained_acc:.1%}",
-    "training time (s), 800 steps": round(hist.seconds, 1),
-    "CLS attention on the shape / shape area": f"{attn_on_shape:.0%} / {area_of_shape:.0%}",
-    "attention per patch, edge / interior of the shape": f"{edge_vs_interior:.1f}x",
+    f"training time (s), {train_cfg.steps} steps": round(hist.seconds, 1),
+    "CLS attention on the shape / shape area (shipped ViT)": f"{attn_on_shape:.0%} / {area_of_shape:.0%}",
+    "attention per patch, edge / interior of the shape: 350 / 800 steps": " / ".join(f"{v:.1f}x" for v in edge_vs_interior.values()),
     "ours vs torchvision: max logit difference": tv_err,
     "training step ours / torchvision": f"{t_ours * 1e3:.0f} ms / {t_tv * 1e3:.0f} ms = {step_ratio:.2f}",
     "notebook time (s)": round(time.perf_counter() - t_start, 1),

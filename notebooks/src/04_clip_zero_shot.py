@@ -8,7 +8,7 @@
 # never-seen attribute combinations, retrieval, zero-shot against a linear probe and few-shot training, and a
 # pretrained text tower against one trained from scratch on words the captions never used.
 #
-# **What you need:** about 25 s on a 2-core CPU, 1.4 GB of peak memory, no GPU. Nothing is trained except
+# **What you need:** about 50 s on a 2-core CPU, 1.4 GB of peak memory, no GPU. Nothing is trained except
 # small linear probes. It loads the two tiny CLIPs shipped in `data/checkpoints/` (made by
 # `scripts/train_clip.py`; notebook 03 shows how), so notebook 03 need not have run. The last section loads
 # OpenAI's CLIP ViT-B/32 from the Hugging Face Hub when online, and says that it skipped it when offline.

@@ -10,7 +10,7 @@
 # connector live on captions (LLaVA's stage 1: only the projection), then projection and LM (stage 2), and
 # measures the captions word by word against a blind model.
 #
-# **What you need:** about 1.5 minutes on a 2-core CPU, about 1.2 GB of memory at peak, no GPU. It trains a small
+# **What you need:** about 90 s on a 2-core CPU, about 1.2 GB of memory at peak, no GPU. It trains a small
 # projector (stage 1) and then projector + LM (stage 2) for a few hundred steps each. It loads the course LM
 # (`data/checkpoints/lm_shapes`, made by `scripts/train_lm.py`) and the image tower of the tiny CLIP of
 # notebook 03 (`clip_minilm`), so no earlier notebook need have run.
@@ -178,7 +178,7 @@ print(f"blind caption for every image: {blind_caption!r}")
 print(f"before training, first captions: {captions['before training'][:3]}")
 
 # %%
-STAGE1_STEPS, STAGE2_STEPS = 150, 600
+STAGE1_STEPS, STAGE2_STEPS = 150, 500
 language_model.requires_grad_(False)                     # stage 1: only the projector learns
 hist1 = training.train(model, (f_train, *rows_train), loss_fn,
                        training.TrainConfig(steps=STAGE1_STEPS, batch_size=16, lr=3e-3, warmup=20, weight_decay=0.0),

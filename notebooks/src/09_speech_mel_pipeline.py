@@ -8,7 +8,7 @@
 # transform, the mel filter bank $mel(f) = 1127 \ln(1 + f/700)$, and the log. Each step has a picture and a
 # number, and the finished pipeline is checked against torchaudio.
 #
-# **What you need:** about 10 s on a 2-core CPU, 0.75 GB of memory at peak, no GPU, no network, nothing to
+# **What you need:** about 13 s on a 2-core CPU, 0.75 GB of memory at peak, no GPU, no network, nothing to
 # train. The recordings are synthesized speech shipped in `data/speech/` (made once by
 # `scripts/make_speech_data.py` with espeak-ng; here they are only read).
 
