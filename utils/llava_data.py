@@ -43,15 +43,23 @@ def caption_rows(tokenizer, captions: list[str], prompt: str = CAPTION_PROMPT) -
     """
     if not captions:
         raise ValueError("captions must be a non-empty list of strings")
-    head = tokenizer(prompt_text(prompt))["input_ids"]
+    return prompt_answer_rows(tokenizer, [prompt] * len(captions), captions)
+
+
+def prompt_answer_rows(tokenizer, prompts: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows `<image> + prompt -> answer + <|im_end|>` in ChatML, one prompt per row, right-padded with
+    `<pad>` (notebooks 06, 08, 10). Returns input_ids (n, L) and labels (n, L): IGNORE_INDEX everywhere but on
+    the answer and its closing `<|im_end|>` (so the model learns to stop)."""
+    if len(prompts) != len(answers) or not prompts:
+        raise ValueError(f"prompts and answers must be non-empty and as many, got {len(prompts)} and {len(answers)}")
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    answers = [tokenizer(c)["input_ids"] + [end] for c in captions]
-    L = len(head) + max(len(a) for a in answers)
-    ids = torch.full((len(captions), L), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(captions), L), IGNORE_INDEX, dtype=torch.long)
-    for i, a in enumerate(answers):
-        ids[i, :len(head) + len(a)] = torch.tensor(head + a)
-        labels[i, len(head):len(head) + len(a)] = torch.tensor(a)
+    rows = [(tokenizer(prompt_text(p))["input_ids"], tokenizer(a)["input_ids"] + [end]) for p, a in zip(prompts, answers)]
+    L = max(len(h) + len(a) for h, a in rows)
+    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
+    for i, (h, a) in enumerate(rows):
+        ids[i, :len(h) + len(a)] = torch.tensor(h + a)
+        labels[i, len(h):len(h) + len(a)] = torch.tensor(a)
     return ids, labels
 
 

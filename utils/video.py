@@ -385,19 +385,10 @@ def qa_rows(tokenizer, questions: list[str], answers: list[str]) -> tuple[torch.
     """Training rows `<image> + question -> answer + <|im_end|>` in ChatML, right-padded (notebook 08), like
     `utils.llava_data.caption_rows` but with a question per row. Returns input_ids (n, L) and labels (n, L),
     IGNORE_INDEX everywhere but on the answer and its `<|im_end|>`."""
-    from .llava_data import prompt_text
-    from .lm import IGNORE_INDEX
+    from .llava_data import prompt_answer_rows
 
     validate.strings("questions", questions)
     validate.strings("answers", answers)
     if len(questions) != len(answers):
         raise ValueError(f"questions and answers must be as many, got {len(questions)} and {len(answers)}")
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    rows = [(tokenizer(prompt_text(q))["input_ids"], tokenizer(a)["input_ids"] + [end]) for q, a in zip(questions, answers)]
-    L = max(len(h) + len(a) for h, a in rows)
-    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
-    for i, (h, a) in enumerate(rows):
-        ids[i, :len(h) + len(a)] = torch.tensor(h + a)
-        labels[i, len(h):len(h) + len(a)] = torch.tensor(a)
-    return ids, labels
+    return prompt_answer_rows(tokenizer, questions, answers)
