@@ -279,3 +279,11 @@ def test_online_loader_on_a_tiny_local_ast(tmp_path):
     assert got == want and set(got) <= set(labels)
     with pytest.raises(ValueError, match="waveforms"):
         at.hf_ast_predict(model, fe, torch.randn(16000))
+
+
+def test_online_ast_is_pinned_to_a_commit():
+    """The Hub model is pinned to a full commit hash, not a branch that can move."""
+    import re
+
+    assert at.AST_HUB_ID == "MIT/ast-finetuned-speech-commands-v2"
+    assert re.fullmatch(r"[0-9a-f]{40}", at.AST_REVISION), at.AST_REVISION

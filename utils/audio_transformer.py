@@ -366,7 +366,10 @@ def instruction_rows(tokenizer, prompts: list[str], answers: list[str]) -> tuple
 
 # ----------------------------------------------------------------------------- the real AST (online, opt-in)
 AST_HUB_ID = "MIT/ast-finetuned-speech-commands-v2"
-AST_REVISION = "main"  # TODO: pin to the commit hash the Hub lists for AST_HUB_ID (not known offline)
+# the Hub commit "Upload ASTForSequenceClassification" (config.json, preprocessor_config.json, pytorch_model.bin,
+# loaded by transformers with torch.load(weights_only=True)); later commits add a feature-extractor upload and a
+# safetensors copy of the same weights
+AST_REVISION = "89319016831c8eed95336d68300dab769d5a15c3"
 
 
 def load_hf_ast(source: str = AST_HUB_ID, revision: str | None = AST_REVISION):
