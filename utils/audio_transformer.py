@@ -348,20 +348,12 @@ def instruction_rows(tokenizer, prompts: list[str], answers: list[str]) -> tuple
     Returns:
         input_ids (n, L) and labels (n, L), IGNORE_INDEX everywhere but on the answer and its `<|im_end|>`.
     """
-    from .llava_data import prompt_text
+    from .llava_data import prompt_answer_rows
 
     prompts, answers = validate.strings("prompts", prompts), validate.strings("answers", answers)
     if len(prompts) != len(answers):
         raise ValueError(f"prompts and answers must have the same length, got {len(prompts)} and {len(answers)}")
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    rows = [(tokenizer(prompt_text(p))["input_ids"], tokenizer(a)["input_ids"] + [end]) for p, a in zip(prompts, answers)]
-    L = max(len(h) + len(a) for h, a in rows)
-    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)
-    for i, (h, a) in enumerate(rows):
-        ids[i, :len(h) + len(a)] = torch.tensor(h + a)
-        labels[i, len(h):len(h) + len(a)] = torch.tensor(a)
-    return ids, labels
+    return prompt_answer_rows(tokenizer, prompts, answers)
 
 
 # ----------------------------------------------------------------------------- the real AST (online, opt-in)
