@@ -11,8 +11,7 @@
 # does not (the circle's colour). Then the aggregated tokens go into the course LM of notebook 06, which
 # answers "Which way does the red circle move?" in words, and we count what aggregation saves.
 #
-# **What you need:** about 1.5 minutes on a 2-core CPU (40 s of CPU time, on one thread), under 1 GB of memory at
-# peak, no GPU. It trains three small aggregators (250 steps each) and, for generation, the LM with a linear
+# **What you need:** about 40 s on a 2-core CPU (it uses one thread), 0.94 GB of memory at peak, no GPU. It trains three small aggregators (250 steps each) and, for generation, the LM with a linear
 # projector (60 steps). It loads the image tower of the tiny CLIP of notebook 03 (`clip_minilm`) and the course
 # LM (`lm_shapes`), so no earlier notebook need have run.
 
