@@ -301,6 +301,10 @@ CASES = [
     ("checkpoints", "one path as files", lambda tmp: checkpoints.write_manifest("data/x", tmp / "M"), TypeError, "files"),
     # ------------------------------------------------------------------ training
     ("training", "steps=0", lambda: training.TrainConfig(steps=0), ValueError, "steps"),
+    ("training", "step_seconds repeats=0", lambda: training.step_seconds(torch.nn.Linear(3, 2), torch.ones(4, 3),
+                                                                        torch.zeros(4, dtype=torch.long), 0), ValueError, "repeats"),
+    ("training", "step_seconds x/y lengths", lambda: training.step_seconds(torch.nn.Linear(3, 2), torch.ones(4, 3),
+                                                                          torch.zeros(5, dtype=torch.long)), ValueError, "x and y"),
     ("training", "steps<0", lambda: training.TrainConfig(steps=-1), ValueError, "steps"),
     ("training", "batch_size=0", lambda: training.TrainConfig(batch_size=0), ValueError, "batch_size"),
     ("training", "lr<0", lambda: training.TrainConfig(lr=-1), ValueError, "lr"),

@@ -5,24 +5,9 @@ fails a teaching notebook; `make test` runs it.
 Both models are timed alternately in one process (the best of several rounds), so both see the same machine
 state; a round that a burst of load slows down is discarded by taking the minimum.
 """
-import time
-
 import torch
-import torch.nn.functional as F
 
-from utils import vit
-
-
-def _step_seconds(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    net.train()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - start) / repeats
+from utils import training, vit
 
 
 def test_training_step_is_within_15_percent_of_torchvision():
@@ -30,10 +15,10 @@ def test_training_step_is_within_15_percent_of_torchvision():
     cfg = vit.ViTConfig(**vit.SHAPES_VIT)
     ours, tv = vit.ViT(cfg), vit.to_torchvision(vit.ViT(cfg))
     x, y = torch.rand(64, 3, 32, 32), torch.randint(0, cfg.num_classes, (64,))
-    _step_seconds(ours, x, y, 3), _step_seconds(tv, x, y, 3)  # warm-up
+    training.step_seconds(ours, x, y, 3), training.step_seconds(tv, x, y, 3)  # warm-up
     times = {"ours": [], "torchvision": []}
     for _ in range(5):
-        times["ours"].append(_step_seconds(ours, x, y, 10))
-        times["torchvision"].append(_step_seconds(tv, x, y, 10))
+        times["ours"].append(training.step_seconds(ours, x, y, 10))
+        times["torchvision"].append(training.step_seconds(tv, x, y, 10))
     ratio = min(times["ours"]) / min(times["torchvision"])
     assert ratio <= 1.15, f"a training step of ours takes {ratio:.2f}x torchvision's (best of 5 rounds: {times})"

@@ -158,6 +158,26 @@ def train(model: torch.nn.Module, data: Sequence[torch.Tensor], loss_fn: Callabl
     return hist
 
 
+def step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 6) -> float:
+    """Mean wall time of one classification training step (forward, cross-entropy, backward, AdamW) on the
+    batch (x, y): notebook 02's step-time comparison with torchvision and tests/test_vit_benchmark.py."""
+    validate.instance("model", model, torch.nn.Module)
+    validate.integer("repeats", repeats, min=1)
+    validate.tensor("x", x, floating=True)
+    validate.tensor("y", y, dim=1)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must hold as many items, got {len(x)} and {len(y)}")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / repeats
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Model outputs over `inputs` in eval mode, batch by batch, concatenated."""
