@@ -7,7 +7,7 @@
 # train on ShapesWorld to recognize shapes. Then we look inside it (where the CLS token attends), check it
 # against torchvision's `VisionTransformer` with the same weights, and measure why pretraining matters.
 #
-# **What you need:** about 80 s on a 2-core CPU (about 40 s of it training, with a progress bar), 1.3 GB of
+# **What you need:** about 95 s on a 2-core CPU (about 50 s of it training, with a progress bar), 1.4 GB of
 # memory at peak, no GPU, no network.
 
 # %%

