@@ -190,3 +190,57 @@ def test_answer_items_equal_one_by_one_generation(tok):
                                   skip_special_tokens=True)  # the LM alone, on the prompt without <image>
     with pytest.raises(ValueError, match="features"):
         instruct.answer_items(model, feats[:2], questions, tok)
+
+
+def test_item_conversations_start_with_the_items_question_and_add_the_writers():
+    ds = vqa.make_vqa_dataset(60, seed=4)
+    convs = instruct.item_conversations(ds, seed=0, turns=4, p_describe=0.5)
+    assert convs == instruct.item_conversations(ds, seed=0, turns=4, p_describe=0.5)
+    assert len(convs) == len(ds) and all(1 <= len(c) <= 4 for c in convs)
+    described = 0
+    for row, conv in zip(ds, convs):
+        scene = shapes.Scene.from_json(row["scene"])
+        assert conv[0] == (row["qtype"], row["question"], row["choices"][row["answer"]])
+        assert len({t[1] for t in conv}) == len(conv)                  # no question twice
+        for qtype, question, answer in conv[1:]:
+            assert answer == (instruct.describe(scene) if qtype == "describe" else _answer(scene, qtype, question))
+        described += any(t[0] == "describe" for t in conv)
+    assert 0.3 < described / len(convs) < 0.7 and all(c[1][0] == "describe" for c in convs if any(t[0] == "describe" for t in c))
+    assert all(len(c) == 1 for c in instruct.item_conversations(ds, seed=0, turns=1))
+    with pytest.raises(ValueError, match="turns"):
+        instruct.item_conversations(ds, turns=0)
+    with pytest.raises(ValueError, match="p_describe"):
+        instruct.item_conversations(ds, p_describe=-0.1)
+
+
+@pytest.mark.parametrize("connector", ["mlp2x_gelu", "cross_attention"])
+def test_train_stage_trains_the_connector_alone_then_the_lm_too(tok, connector):
+    from test_llava_data import TinyTower
+
+    cfg = lm.LMConfig(vocab_size=512, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=128)
+    torch.manual_seed(0)
+    model = instruct.new_instruct_model(lm.LM(cfg), TinyTower(), feature_dim=7, connector=connector)
+    ds = vqa.make_vqa_dataset(8, seed=5)
+    ids, labels = instruct.conversation_rows(tok, instruct.item_conversations(ds, turns=2))
+    data = dict(f_train=torch.randn(8, 4, 7), train_ids=ids, train_labels=labels)
+    lm_names = [n for n, _ in model.named_parameters() if n.startswith("language_model.") and ".inserted." not in n]
+    connector_names = [n for n, _ in model.named_parameters() if n.startswith("multi_modal_projector.")
+                       or n.startswith("language_model.inserted.")]
+    assert lm_names and connector_names and (connector == "cross_attention") == any(".inserted." in n for n in connector_names)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    run = dict(steps=3, batch_size=4, lr=1e-2, warmup=1, weight_decay=0.0)
+    hist = instruct.train_stage(model, data, run, projector_only=True, progress=False)
+    after = dict(model.named_parameters())
+    assert len(hist.loss) == 3 and all(np.isfinite(hist.loss))
+    assert all(torch.equal(before[n], after[n]) for n in lm_names)                     # stage 1: the LM is frozen
+    assert any(not torch.equal(before[n], after[n]) for n in connector_names)
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("vision_tower."))
+    instruct.train_stage(model, data, run, projector_only=False, progress=False)
+    assert any(not torch.equal(before[n], after[n]) for n in lm_names)                 # stage 2: the LM learns
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("vision_tower."))
+
+
+def test_instruct_data_refuses_a_recipe_the_shipped_features_were_not_made_for(tok):
+    recipe = {**instruct.INSTRUCT_RECIPE, "train": dict(n=10, seed=1)}
+    with pytest.raises(ValueError, match="vqa_train_features"):
+        instruct.instruct_data(tok, None, recipe)
