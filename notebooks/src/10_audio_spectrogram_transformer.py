@@ -12,7 +12,7 @@
 # log-mel features, trains it on spoken words, tests the paper's claim that image pretraining helps, and then
 # connects it to the course LM and trains that in stages, as Qwen2-Audio does.
 #
-# **What you need:** about 85 s on a 2-core CPU (it uses one thread), about 1.0 GB of memory at peak, no GPU. It trains
+# **What you need:** about 72 s on a 2-core CPU (the median of three runs; it uses one thread), about 1.0 GB of memory at peak, no GPU. It trains
 # two small ASTs (250 steps each), aligns the audio tokens with the LM's word embeddings (the projector for 300 steps,
 # then the projector and the AST for 150), and fine-tunes the projector and the LM (260 steps). It reads the spoken words of `data/speech/`
 # (made by `scripts/make_speech_data.py`), the tiny ViT of notebook 02 (`vit_shapes`) and the course LM
