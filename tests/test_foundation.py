@@ -182,3 +182,17 @@ def test_linear_probe_separates_separable_classes():
     assert training.accuracy(probe(torch.nn.functional.normalize(x, dim=-1)), y) == 1.0
     with pytest.raises(ValueError, match="length"):
         training.fit_linear_probe(x, y[:10], 3)
+
+
+def test_confusion_matrix_equals_scikit_learns():
+    from sklearn.metrics import confusion_matrix
+
+    g = torch.Generator().manual_seed(0)
+    y, p = torch.randint(0, 7, (300,), generator=g), torch.randint(0, 7, (300,), generator=g)
+    ours = training.confusion_matrix(y, p, 9)                       # two classes never occur: zero rows and columns
+    assert ours.dtype == torch.long and ours.shape == (9, 9)
+    assert np.array_equal(ours.numpy(), confusion_matrix(y.numpy(), p.numpy(), labels=list(range(9))))
+    with pytest.raises(ValueError, match="num_classes"):
+        training.confusion_matrix(y, p, 5)                          # labels up to 6 do not fit 5 classes
+    with pytest.raises(ValueError, match="as many"):
+        training.confusion_matrix(y, p[:10], 9)

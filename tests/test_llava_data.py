@@ -102,3 +102,18 @@ def test_cached_features_equal_tinyllava_with_cross_attention(tok):
     prompt = llava_data.prompt_ids(tok, 3)
     want = model.generate(images, prompt, max_new_tokens=6)
     assert torch.equal(llava_data.generate_from_features(model, feats, prompt, batch_size=2, max_new_tokens=6), want)
+
+
+def test_trim_to_labels_drops_only_columns_without_labels(tok):
+    ids, labels = llava_data.prompt_answer_rows(tok, ["What colour?", "Describe the image in many words please."],
+                                                ["red", "a small red circle"])
+    wide_ids = torch.cat([ids, torch.full((2, 5), tok.pad_token_id)], 1)           # extra all-padding columns
+    wide_labels = torch.cat([labels, torch.full((2, 5), lm.IGNORE_INDEX)], 1)
+    t_ids, t_labels = llava_data.trim_to_labels(wide_ids, wide_labels)
+    last = max(int((row != lm.IGNORE_INDEX).nonzero().max()) for row in labels) + 1
+    assert torch.equal(t_ids, ids[:, :last]) and torch.equal(t_labels, labels[:, :last])
+    assert t_ids.shape[1] == ids.shape[1]                                            # the longest row keeps its end
+    with pytest.raises(ValueError, match="same shape"):
+        llava_data.trim_to_labels(ids, labels[:, :-1])
+    with pytest.raises(ValueError, match="at least one label"):
+        llava_data.trim_to_labels(ids, torch.full_like(labels, lm.IGNORE_INDEX))

@@ -102,12 +102,17 @@ def make_conversations(n: int, seed: int = 0, turns: int = 3, p_describe: float 
     scenes, convs = [], []
     for _ in range(n):
         scene = sample_scene(rng, int(rng.integers(1, max_objects + 1)), canvas)
-        qs = questions_about(scene, rng)
-        qs = [qs[i] for i in rng.permutation(len(qs))]
-        conv = [("describe", DESCRIBE_PROMPT, describe(scene))] if rng.random() < p_describe else []
         scenes.append(scene)
-        convs.append((conv + qs)[:turns])
+        convs.append(_writer_turns(scene, rng, p_describe)[:turns])
     return scenes, convs
+
+
+def _writer_turns(scene: shapes.Scene, rng: np.random.Generator, p_describe: float, skip_kind: str | None = None):
+    """The writer's turns about one scene: its questions (all kinds but `skip_kind`) in random order, after a
+    description request with probability `p_describe`."""
+    qs = [t for t in questions_about(scene, rng) if t[0] != skip_kind]
+    qs = [qs[i] for i in rng.permutation(len(qs))]
+    return ([("describe", DESCRIBE_PROMPT, describe(scene))] if rng.random() < p_describe else []) + qs
 
 
 def item_conversations(ds, seed: int = 0, turns: int = 4, p_describe: float = 0.25) -> list[list[tuple[str, str, str]]]:
@@ -122,11 +127,7 @@ def item_conversations(ds, seed: int = 0, turns: int = 4, p_describe: float = 0.
     convs = []
     for scene_json, question, choices, answer, qtype in zip(ds["scene"], ds["question"], ds["choices"], ds["answer"],
                                                             ds["qtype"]):
-        scene = shapes.Scene.from_json(scene_json)
-        more = [t for t in questions_about(scene, rng) if t[0] != qtype]
-        more = [more[i] for i in rng.permutation(len(more))]
-        if rng.random() < p_describe:
-            more.insert(0, ("describe", DESCRIBE_PROMPT, describe(scene)))
+        more = _writer_turns(shapes.Scene.from_json(scene_json), rng, p_describe, skip_kind=qtype)
         convs.append([(qtype, question, choices[answer])] + more[:turns - 1])
     return convs
 
@@ -307,40 +308,8 @@ def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], end_id: int
     return labels
 
 
-# ----------------------------------------------------------------------------- training (notebook 07, scripts/train_llava_instruct.py)
-# notebook 07's data and its two training stages (LLaVA's): the training scenes are notebook 05's, whose
-# frozen region features are shipped (data/checkpoints/vqa_train_features), the held-out scenes notebook 05's test set.
-INSTRUCT_RECIPE = dict(
-    train=dict(n=3000, seed=1), test=dict(n=400, seed=2), conversations=dict(seed=0, turns=4, p_describe=0.25),
-    connector="mlp2x_gelu", image_tokens="objects",
-    stages={"stage1": dict(steps=200, batch_size=32, lr=3e-3, warmup=20, weight_decay=0.0, seed=0),
-            "stage2": dict(steps=1500, batch_size=32, lr=3e-3, warmup=20, weight_decay=0.0, seed=1)})
-
-
-def instruct_data(tokenizer, tower, recipe: dict = INSTRUCT_RECIPE) -> dict:
-    """Training rows and held-out items of the recipe: f_train (n, 4, 67) notebook 05's shipped region
-    features (checked against the recipe), train_ids / train_labels (n, L) conversation rows, f_test region
-    features of the held-out scenes (encoded here), items and their questions."""
-    from . import DATA_DIR, vqa_model
-    from .checkpoints import load_checkpoint
-
-    shipped, cfg = load_checkpoint(DATA_DIR / "checkpoints" / "vqa_train_features")
-    if {k: cfg["recipe"][k] for k in ("n", "seed", "image_tokens")} != {**recipe["train"], "image_tokens": recipe["image_tokens"]}:
-        raise ValueError(f"the shipped vqa_train_features were made for {cfg['recipe']}, the recipe asks for "
-                         f"{recipe['train']} with {recipe['image_tokens']!r} image tokens")
-    train_ds = vqa.make_vqa_dataset(recipe["train"]["n"], seed=recipe["train"]["seed"])
-    convs = item_conversations(train_ds, **recipe["conversations"])
-    ids, labels = conversation_rows(tokenizer, convs)
-    test_ds = vqa.make_vqa_dataset(recipe["test"]["n"], seed=recipe["test"]["seed"])
-    f_test, _ = vqa_model.frozen_image_tokens(test_ds.with_format("numpy")["image"], tower, recipe["image_tokens"])
-    items = [dict(qtype=q, question=text, answer=c[a], scene=s)
-             for q, text, c, a, s in zip(test_ds["qtype"], test_ds["question"], test_ds["choices"], test_ds["answer"],
-                                         test_ds["scene"])]
-    return dict(f_train=shipped["tokens"], train_ids=ids, train_labels=labels, conversations=convs, train_ds=train_ds,
-                f_test=f_test, test_ds=test_ds, items=items, questions=[it["question"] for it in items],
-                pad_id=tokenizer.pad_token_id)
-
-
+# ----------------------------------------------------------------------------- training (notebook 07, not built yet)
+# LLaVA's two stages on cached image features (the tower is frozen, so its features can be computed once).
 def new_instruct_model(language_model, tower, feature_dim: int, connector: str = "mlp2x_gelu", seed: int = 0):
     """A `utils.llava.TinyLlava` on `language_model` whose connector reads cached features of width
     `feature_dim` (region features: 64 + 3); cross-attention blocks before every LM layer."""
@@ -357,11 +326,10 @@ def new_instruct_model(language_model, tower, feature_dim: int, connector: str =
 def rows_loss(model, batch) -> torch.Tensor:
     """The next-token loss of a batch (features, input_ids, labels) of conversation rows, without the
     columns that are padding in every row."""
-    from .llava_data import forward_from_features
+    from .llava_data import forward_from_features, trim_to_labels
 
     features, ids, labels = batch
-    end = int((labels != IGNORE_INDEX).any(0).nonzero().max()) + 1
-    return forward_from_features(model, features, ids[:, :end], labels[:, :end]).loss
+    return forward_from_features(model, features, *trim_to_labels(ids, labels)).loss
 
 
 def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progress: bool = True):

@@ -64,6 +64,19 @@ def prompt_answer_rows(tokenizer, prompts: list[str], answers: list[str]) -> tup
 
 
 @torch.no_grad()
+def trim_to_labels(input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing columns of a batch of right-padded rows (n, L) where no row carries a label: they
+    change no loss and cost time (notebooks 07, 10)."""
+    if input_ids.shape != labels.shape or labels.dim() != 2:
+        raise ValueError(f"input_ids and labels must be (n, L) of the same shape, got {tuple(input_ids.shape)} and "
+                         f"{tuple(labels.shape)}")
+    carried = (labels != IGNORE_INDEX).any(0).nonzero()
+    if not len(carried):
+        raise ValueError("labels must carry at least one label (every entry is IGNORE_INDEX)")
+    end = int(carried.max()) + 1
+    return input_ids[:, :end], labels[:, :end]
+
+
 def tower_features(model: TinyLlava, pixel_values: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The frozen tower's selected features (n, N, D_v) (layer and CLS/patch choice from `model.cfg`),
     before the projector; computed once, since a frozen tower gives the same features every step."""

@@ -178,6 +178,19 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repea
     return (time.perf_counter() - start) / repeats
 
 
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts: row = the true class, column = the predicted one (notebooks 04, 10)."""
+    validate.integer("num_classes", num_classes, min=1)
+    validate.tensor("labels", labels, dim=1)
+    validate.tensor("predictions", predictions, dim=1)
+    if len(labels) != len(predictions):
+        raise ValueError(f"labels and predictions must hold as many items, got {len(labels)} and {len(predictions)}")
+    if len(labels) and (min(labels.min(), predictions.min()) < 0 or max(labels.max(), predictions.max()) >= num_classes):
+        raise ValueError(f"labels and predictions must lie in [0, num_classes) = [0, {num_classes})")
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Model outputs over `inputs` in eval mode, batch by batch, concatenated."""

@@ -236,13 +236,13 @@ def _encode(ds, vision_tower, text_features, candidates: str, kind: str, layer: 
         validate.instance("vision_tower", vision_tower, nn.Module)
         tokens, valid = frozen_image_tokens(ds.with_format("numpy")["image"], vision_tower, kind, layer)
     else:   # features computed earlier (e.g. shipped by scripts/encode_vqa_features.py): no tower pass
-        if (not isinstance(image_features, (tuple, list)) or len(image_features) != 2
-                or not all(isinstance(t, torch.Tensor) for t in image_features)
-                or image_features[0].dim() != 3 or tuple(image_features[1].shape) != tuple(image_features[0].shape[:2])
-                or len(image_features[0]) != len(ds)):
-            raise ValueError(f"image_features must be (tokens (B, T, D), valid (B, T)) with B = len(ds) = {len(ds)}, got "
-                             f"{[tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in image_features] if isinstance(image_features, (tuple, list)) else type(image_features).__name__}")
-        tokens, valid = image_features
+        pair = list(image_features) if isinstance(image_features, (tuple, list)) else []
+        shapes_ = [tuple(t.shape) for t in pair if isinstance(t, torch.Tensor)]
+        if len(shapes_) != 2 or len(pair) != 2 or len(shapes_[0]) != 3 or shapes_[1] != shapes_[0][:2] \
+                or shapes_[0][0] != len(ds):
+            raise ValueError(f"image_features must be (tokens (B, T, D), valid (B, T)) with B = len(ds) = {len(ds)}, "
+                             f"got {shapes_ or type(image_features).__name__}")
+        tokens, valid = pair
     choices = [list(c) for c in ds[candidates]]
     flat = [a for c in choices for a in c]
     answers = text_features(flat)

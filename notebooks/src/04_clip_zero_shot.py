@@ -129,9 +129,7 @@ colour_ok = (pred_held // 4 == y_held // 4)[wrong].float().mean().item()
 print(f"{wrong.sum().item()} of {len(y_held)} held-out images misclassified; {colour_ok:.0%} of those keep the right "
       f"colour and get the shape wrong (a random wrong class would: {3 / 23:.0%})")
 assert colour_ok > 0.8
-confusion = torch.zeros(24, 24)
-for t, p in zip(y_held, pred_held):
-    confusion[t, p] += 1
+confusion = training.confusion_matrix(y_held, pred_held, 24)   # (true class, predicted class)
 rows_held = sorted(held_pairs)
 fig, ax = plt.subplots(figsize=(9, 2.8))
 ax.imshow(confusion[rows_held], cmap="Blues")

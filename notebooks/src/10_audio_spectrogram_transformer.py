@@ -222,9 +222,7 @@ assert acc_image >= 0.90, acc_image  # the issue's bar; one held-out clip is 1.1
 # %%
 with torch.no_grad():
     pred = ast_image(X[~is_train]).argmax(1)
-confusion = torch.zeros(len(WORDS), len(WORDS), dtype=torch.long)
-for t_, p_ in zip(y[~is_train].tolist(), pred.tolist()):
-    confusion[t_, p_] += 1
+confusion = training.confusion_matrix(y[~is_train], pred, len(WORDS))   # (said, predicted)
 fig, ax = plt.subplots(figsize=(5.2, 4.4), layout="constrained")
 ax.imshow(confusion, cmap="Blues")
 for i in range(len(WORDS)):
@@ -476,8 +474,7 @@ def lm_loss_cached(model, batch):
     copies = masked[torch.randint(0, K_AUG, idx.shape, generator=copy_gen), idx]    # (B, 3, 5, D_a)
     use_clean = torch.rand(idx.shape, generator=copy_gen) < 0.5                      # (B, 3)
     tokens = torch.where(use_clean[..., None, None], clean[idx], copies)
-    end = int((labels != lm.IGNORE_INDEX).any(0).nonzero().max()) + 1  # drop the columns that are padding in every row
-    return model(tokens.flatten(1, 2), ids[:, :end], labels[:, :end]).loss
+    return model(tokens.flatten(1, 2), *llava_data.trim_to_labels(ids, labels)).loss  # without all-padding columns
 
 
 hist_2 = training.train(audio_lm, (train_idx, *rows_sft), lm_loss_cached,
