@@ -136,11 +136,16 @@ ax.plot(predicted, "--", label="ln 2 - pre-emphasis gain")
 ax.set(xlabel="mel bin", ylabel="nats", title="the difference is mostly pre-emphasis and the DFT size")
 ax.legend();
 assert residual < 0.5
+kaldi_bank, _ = torchaudio.compliance.kaldi.get_mel_banks(128, 512, SR, 20.0, 0.0, 100.0, -500.0, 1.0)  # (128, 256)
+our_bank = audio.mel_filterbank(MEL["n_fft"] // 2 + 1, 20.0, SR / 2, 128, SR).T                      # (128, 513)
+print("DFT bins under each of the 12 lowest triangles: Kaldi (512 points)", (kaldi_bank[:12] > 0).sum(1).tolist(),
+      "| ours (1024 points)", (our_bank[:12] > 0).sum(1).tolist())
 
 # %% [markdown]
 # The jagged lowest bins (up to about bin 10) are the third difference: with a 512-point DFT, 31 Hz per DFT bin,
-# Kaldi's lowest mel triangles are narrower than one DFT bin and catch 0 or 1 of them, so their energy jumps from
-# bin to bin; ours, with 1024 points, catch more.
+# Kaldi's lowest mel triangles are about as narrow as one DFT bin and catch 0 to 2 of them (printed above; the
+# one that catches none is the spike at bin 3), so their energy jumps from bin to bin; ours, with 1024 points,
+# catch 1 to 3.
 #
 # **Normalisation.** AST subtracts a dataset mean and divides by twice the standard deviation
 # (`ASTFeatureExtractor` ships AudioSet's); we compute ours on the training clips only. **Fewer bins for this
