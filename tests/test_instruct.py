@@ -238,3 +238,40 @@ def test_train_stage_trains_the_connector_alone_then_the_lm_too(tok, connector):
     instruct.train_stage(model, data, run, projector_only=False, progress=False)
     assert any(not torch.equal(before[n], after[n]) for n in lm_names)                 # stage 2: the LM learns
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("vision_tower."))
+
+
+SHIPPED = {"llava_instruct_stage1": "mlp2x_gelu", "llava_instruct": "mlp2x_gelu", "llava_cmp_linear": "linear",
+           "llava_cmp_mlp": "mlp2x_gelu", "llava_cmp_xattn": "cross_attention", "llava_cmp_mlp_layers": "mlp2x_gelu"}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_instruction_models_load_without_the_tower(name):
+    """scripts/train_llava_instruct.py's models: float16, no tower weights, every other weight present, and the
+    stage-1 model's LM is the pretrained one (stage 1 trains the connector only)."""
+    from utils import DATA_DIR, llava
+    from utils.checkpoints import load_checkpoint
+
+    state, cfg = load_checkpoint(DATA_DIR / "checkpoints" / name)
+    assert cfg["connector"] == SHIPPED[name] and not any(k.startswith("vision_tower.") for k in state)
+    assert all(v.dtype == torch.float16 for v in state.values())
+    language_model, _ = lm.load_pretrained("lm_shapes")
+    model, _ = instruct.load_instruct(name, language_model, llava.load_clip_vision_tower())
+    assert model.multi_modal_projector.state_dict().keys()
+    inserted = any(".inserted." in k for k in state)
+    assert inserted == (SHIPPED[name] == "cross_attention")
+    changed = any(not torch.equal(p.half(), state[f"language_model.{n}"])
+                  for n, p in language_model.named_parameters() if f"language_model.{n}" in state)
+    assert changed == (name != "llava_instruct_stage1")
+
+
+def test_instruct_state_and_the_shipped_features_check(tok):
+    from test_llava_data import TinyTower
+
+    cfg = lm.LMConfig(vocab_size=512, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=128)
+    model = instruct.new_instruct_model(lm.LM(cfg), TinyTower(), feature_dim=7, connector="linear")
+    state = instruct.instruct_state(model)
+    assert state and all(v.dtype == torch.float16 for v in state.values())
+    assert not any(k.startswith("vision_tower.") for k in state) and "multi_modal_projector.weight" in state
+    bad = dict(instruct.DATA_RECIPE, train=dict(n=100, seed=1))
+    with pytest.raises(ValueError, match="vqa_train_features"):
+        instruct.instruct_data(tok, TinyTower(), recipe=bad)

@@ -120,6 +120,31 @@ def test_object_features_shapes_and_positions():
     assert len(vqa_model.object_masks((isolated * 255).astype(np.uint8))) == 1
 
 
+def test_object_features_from_several_layers_as_llama_3_2():
+    """Llama 3.2 feeds its connector the final features and those of intermediate layers, concatenated:
+    layers=(1,) appends the CLS state after block 1 to each region feature; the rest is unchanged."""
+    from utils import vit
+
+    scene = shapes.Scene((shapes.ShapeObject("circle", "red", "small", 8.0, 8.0),
+                          shapes.ShapeObject("square", "blue", "small", 24.0, 22.0)), 32, 0.1, 0)
+    image = shapes.render_scene(scene)
+    torch.manual_seed(0)
+    tower = vit.ViT(vit.ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64, num_classes=0))
+    one, valid = vqa_model.object_features([image], tower)
+    several, valid2 = vqa_model.object_features([image], tower, layers=(1, 0))
+    assert several.shape == (1, 4, 32 * 3 + 3) and torch.equal(valid, valid2)
+    torch.testing.assert_close(several[..., :32], one[..., :32], rtol=0, atol=0)
+    torch.testing.assert_close(several[..., -3:], one[..., -3:], rtol=0, atol=0)
+    crop = vqa_model.isolate_object(image, vqa_model.object_masks(image), 0, np.random.default_rng(0))
+    x = torch.from_numpy(crop[None]).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        states = tower.hidden_states(x)
+    torch.testing.assert_close(several[0, 0, 32:64], states[1][0, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(several[0, 0, 64:96], states[0][0, 0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layers"):
+        vqa_model.object_features([image], tower, layers=(3,))
+
+
 def test_scorer_shapes_masks_and_config_errors():
     for pool in ("attention", "mean"):
         model = vqa_model.AnswerScorer(vqa_model.VQAConfig(token_dim=10, pool=pool))
@@ -141,3 +166,12 @@ def test_scorer_shapes_masks_and_config_errors():
 def model_inputs_like(out):
     g = torch.Generator().manual_seed(0)
     return torch.randn(3, 384, generator=g), torch.randn(3, 4, 384, generator=g)
+
+
+def test_vqa_dataset_without_images_holds_the_same_items():
+    with_images, without = vqa.make_vqa_dataset(20, seed=3), vqa.make_vqa_dataset(20, seed=3, images=False)
+    assert "image" not in without.column_names
+    for col in without.column_names:
+        assert without[col] == with_images[col]
+    scene = shapes.Scene.from_json(without[0]["scene"])
+    assert np.array_equal(shapes.render_scene(scene, 0.04), np.asarray(with_images[0]["image"]))

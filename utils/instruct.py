@@ -308,8 +308,63 @@ def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], end_id: int
     return labels
 
 
-# ----------------------------------------------------------------------------- training (notebook 07, not built yet)
-# LLaVA's two stages on cached image features (the tower is frozen, so its features can be computed once).
+# ----------------------------------------------------------------------------- training (notebook 07, scripts/train_llava_instruct.py)
+# LLaVA's two stages on cached image features (the tower is frozen, so its features can be computed once). The
+# training scenes are notebook 05's (their region features are shipped in data/checkpoints/vqa_train_features),
+# the held-out scenes notebook 05's test set.
+DATA_RECIPE = dict(train=dict(n=3000, seed=1), test=dict(n=400, seed=2),
+                   conversations=dict(seed=0, turns=4, p_describe=0.25))
+
+
+def instruct_data(tokenizer, tower, layers: tuple[int, ...] = (), recipe: dict = DATA_RECIPE) -> dict:
+    """Training rows and held-out items: f_train (n, 4, F) region features of notebook 05's training scenes
+    (shipped when `layers` is empty, else encoded here with `utils.vqa_model.object_features(layers=...)`),
+    train_ids / train_labels (n, L) conversation rows, f_test (m, 4, F) features of the held-out scenes,
+    items (qtype, question, answer in words, scene) and their questions, and both datasets (the training one
+    without images when its features are the shipped ones)."""
+    from . import DATA_DIR, vqa_model
+    from .checkpoints import load_checkpoint
+
+    if not layers:
+        shipped, cfg = load_checkpoint(DATA_DIR / "checkpoints" / "vqa_train_features")
+        if {k: cfg["recipe"][k] for k in ("n", "seed")} != recipe["train"]:
+            raise ValueError(f"the shipped vqa_train_features were made for {cfg['recipe']}, the recipe asks for "
+                             f"{recipe['train']}")
+    train_ds = vqa.make_vqa_dataset(recipe["train"]["n"], seed=recipe["train"]["seed"], images=bool(layers))
+    test_ds = vqa.make_vqa_dataset(recipe["test"]["n"], seed=recipe["test"]["seed"])
+    f_train = (vqa_model.object_features(train_ds.with_format("numpy")["image"], tower, layers=tuple(layers))[0]
+               if layers else shipped["tokens"])
+    f_test, _ = vqa_model.object_features(test_ds.with_format("numpy")["image"], tower, layers=tuple(layers))
+    convs = item_conversations(train_ds, **recipe["conversations"])
+    ids, labels = conversation_rows(tokenizer, convs)
+    items = [dict(qtype=q, question=text, answer=c[a], scene=s)
+             for q, text, c, a, s in zip(test_ds["qtype"], test_ds["question"], test_ds["choices"], test_ds["answer"],
+                                         test_ds["scene"])]
+    return dict(f_train=f_train, train_ids=ids, train_labels=labels, conversations=convs, f_test=f_test,
+                items=items, questions=[it["question"] for it in items], train_ds=train_ds, test_ds=test_ds)
+
+
+def instruct_state(model) -> dict[str, torch.Tensor]:
+    """What a trained instruction model ships: every weight but the frozen tower's, in float16."""
+    return {k: v.detach().half() for k, v in model.state_dict().items() if not k.startswith("vision_tower.")}
+
+
+def load_instruct(name: str, language_model, tower):
+    """A model saved by scripts/train_llava_instruct.py (data/checkpoints/<name>) on a copy of
+    `language_model`: (model, the checkpoint's config)."""
+    import copy
+
+    from . import DATA_DIR
+    from .checkpoints import load_checkpoint
+
+    state, cfg = load_checkpoint(DATA_DIR / "checkpoints" / name)
+    model = new_instruct_model(copy.deepcopy(language_model), tower, cfg["feature_dim"], cfg["connector"])
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if unexpected or any(not k.startswith("vision_tower.") for k in missing):
+        raise ValueError(f"{name} does not fit a {cfg['connector']} model: missing {missing}, unexpected {unexpected}")
+    return model.eval(), cfg
+
+
 def new_instruct_model(language_model, tower, feature_dim: int, connector: str = "mlp2x_gelu", seed: int = 0):
     """A `utils.llava.TinyLlava` on `language_model` whose connector reads cached features of width
     `feature_dim` (region features: 64 + 3); cross-attention blocks before every LM layer."""

@@ -147,10 +147,12 @@ def make_item(rng: np.random.Generator, qtype: str, canvas: int = 32) -> dict:
     return {"scene": scene, "question": question, "choices": choices, "answer": answer, "qtype": qtype}
 
 
-def make_vqa_dataset(n: int, seed: int = 0, canvas: int = 32, qtypes=QUESTION_TYPES, noise: float = 0.04):
+def make_vqa_dataset(n: int, seed: int = 0, canvas: int = 32, qtypes=QUESTION_TYPES, noise: float = 0.04,
+                     images: bool = True):
     """A `datasets.Dataset` of `n` items, question types in turn, deterministic for `seed`.
 
     Columns: image, question, choices (4 strings), answer (index of the correct choice), qtype, scene (JSON).
+    `images=False` leaves the image column out (the same items, without the time spent rendering them).
     """
     from datasets import Dataset, Features, Image, Sequence, Value
 
@@ -165,12 +167,15 @@ def make_vqa_dataset(n: int, seed: int = 0, canvas: int = 32, qtypes=QUESTION_TY
     rows = {k: [] for k in ("image", "question", "choices", "answer", "qtype", "scene")}
     for i in range(n):
         item = make_item(rng, qtypes[i % len(qtypes)], canvas)
-        rows["image"].append(render_scene(item["scene"], noise))
+        if images:
+            rows["image"].append(render_scene(item["scene"], noise))
         rows["scene"].append(item["scene"].to_json())
         for k in ("question", "choices", "answer", "qtype"):
             rows[k].append(item[k])
     features = Features(image=Image(), question=Value("string"), choices=Sequence(Value("string"), length=4),
                         answer=Value("int64"), qtype=Value("string"), scene=Value("string"))
+    if not images:
+        del rows["image"], features["image"]
     return Dataset.from_dict(rows, features=features)
 
 

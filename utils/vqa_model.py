@@ -66,13 +66,20 @@ def isolate_object(image: np.ndarray, masks: list[np.ndarray], k: int, rng: np.r
 
 
 @torch.no_grad()
-def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed: int = 0, batch_size: int = 500):
+def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed: int = 0, batch_size: int = 500,
+                    layers: tuple[int, ...] = ()):
     """Region features from a frozen image tower: for each object proposal, the tower's CLS feature of the
     image with only that object left, plus where it is (centre x, centre y, area as fractions of the canvas).
+    `layers`: hidden states (0 = the embedding, i = after block i) whose CLS state is appended to the final
+    feature, as Llama 3.2 concatenates features from several encoder layers.
 
-    Returns tokens (B, K, D + 3) and valid (B, K) bool, K = max_objects (absent objects are zeros, not valid).
+    Returns tokens (B, K, D * (1 + len(layers)) + 3) and valid (B, K) bool, K = max_objects (absent objects are
+    zeros, not valid).
     """
     validate.instance("vision_tower", vision_tower, nn.Module)
+    depth = len(getattr(vision_tower, "blocks", ()))
+    if not isinstance(layers, (tuple, list)) or not all(isinstance(i, int) and 0 <= i <= depth for i in layers):
+        raise ValueError(f"layers must be hidden-state indices 0..{depth} of this tower, got {layers!r}")
     validate.integer("max_objects", max_objects, min=1)
     validate.integer("seed", seed, min=0)
     validate.integer("batch_size", batch_size, min=1)
@@ -95,7 +102,13 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
                          f"(object_masks finds ShapesWorld's coloured shapes on a grey background)")
     vision_tower.eval()
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
-    cls = torch.cat([vision_tower(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (n_objects, D)
+    def cls_features(batch):                                                                 # (b, D * (1 + len(layers)))
+        if not layers:
+            return vision_tower(batch)
+        states = vision_tower.hidden_states(batch)
+        return torch.cat([vision_tower.head(vision_tower.norm(states[-1])[:, 0])] + [states[i][:, 0] for i in layers], -1)
+
+    cls = torch.cat([cls_features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])  # (n_objects, D')
     tokens = torch.zeros(len(images), max_objects, cls.shape[1] + 3)
     valid = torch.zeros(len(images), max_objects, dtype=torch.bool)
     for (b, k, cx, cy, area), f in zip(slots, cls):
