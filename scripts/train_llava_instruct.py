@@ -11,10 +11,11 @@ held-out scenes are printed after each stage. Deterministic (seeds, one thread).
 
 main writes data/checkpoints/llava_instruct_stage1 (after stage 1) and llava_instruct (after stage 2),
 main_xattn llava_instruct_xattn_stage1 and llava_instruct_xattn; compare writes llava_cmp_<name> for each row
-of notebook 07's connector table. Runs of one process use one thread (two may run side by side on 2 cores). The frozen tower is not
-stored; weights are float16, and the accuracies printed are those of the float16 weights.
+of notebook 07's connector table. Each process uses one thread (two may run side by side on 2 cores). The
+frozen tower is not stored; weights are float16, and the accuracies printed are those of the float16 weights.
 """
 import argparse
+import copy
 import json
 import sys
 import time
@@ -39,11 +40,13 @@ def evaluate(model, data, tokenizer) -> dict[str, float]:
     return {k: round(v, 4) for k, v in instruct.answer_accuracy(preds, data["items"]).items()}
 
 
-def save(name: str, model, config: dict) -> dict[str, float]:
-    """Save in float16, load the float16 weights back into `model` (what ships is what was measured)."""
-    state = instruct.instruct_state(model)
-    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / name, state, config)
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+def to_float16(model) -> None:
+    """Round `model`'s shipped weights to float16 in place, so that what is measured is what ships."""
+    model.load_state_dict({k: v.float() for k, v in instruct.instruct_state(model).items()}, strict=False)
+
+
+def save(name: str, model, config: dict) -> None:
+    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / name, instruct.instruct_state(model), config)
     print(f"  wrote {out.relative_to(DATA_DIR.parent)} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
 
 
@@ -53,7 +56,6 @@ def run(spec: dict, tokenizer, language_model, tower, data_cache: dict) -> None:
     if layers not in data_cache:
         data_cache[layers] = instruct.instruct_data(tokenizer, tower, layers)
     data = data_cache[layers]
-    import copy
     model = instruct.new_instruct_model(copy.deepcopy(language_model), tower, data["f_train"].shape[-1],
                                         spec["connector"])
     config = dict(spec, layers=list(layers), feature_dim=data["f_train"].shape[-1], data=instruct.DATA_RECIPE,
@@ -64,15 +66,15 @@ def run(spec: dict, tokenizer, language_model, tower, data_cache: dict) -> None:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result = dict(steps=steps, seconds=round(hist.seconds, 1), seconds_per_step=round(hist.seconds / steps, 3),
                       final_loss=round(sum(hist.loss[-50:]) / len(hist.loss[-50:]), 4), trainable=trainable)
-        if spec["name"].startswith("llava_instruct") and stage == "stage1":
-            save(f"{spec['name']}_stage1", model, dict(config, results={"stage1": result}))
-        if stage == "stage2":
-            save(spec["name"], model, config)
+        shipped = stage == "stage2" or spec["name"].startswith("llava_instruct")   # main runs ship stage 1 too
+        if shipped:
+            to_float16(model)
         result["accuracy"] = evaluate(model, data, tokenizer)
         config["results"][stage] = result
         print(f"{spec['name']} {stage}: {steps} steps in {hist.seconds:.0f} s, loss {result['final_loss']}, "
               f"held-out {result['accuracy']}", flush=True)
-    checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / spec["name"], instruct.instruct_state(model), config)
+        if shipped:
+            save(spec["name"] + ("_stage1" if stage == "stage1" else ""), model, config)
     print(f"{spec['name']}: {time.perf_counter() - start:.0f} s; {json.dumps(config['results'])}", flush=True)
 
 

@@ -224,8 +224,7 @@ def test_train_stage_trains_the_connector_alone_then_the_lm_too(tok, connector):
     ids, labels = instruct.conversation_rows(tok, instruct.item_conversations(ds, turns=2))
     data = dict(f_train=torch.randn(8, 4, 7), train_ids=ids, train_labels=labels)
     lm_names = [n for n, _ in model.named_parameters() if n.startswith("language_model.") and ".inserted." not in n]
-    connector_names = [n for n, _ in model.named_parameters() if n.startswith("multi_modal_projector.")
-                       or n.startswith("language_model.inserted.")]
+    connector_names = [n for n, _ in model.named_parameters() if instruct.is_connector(n)]
     assert lm_names and connector_names and (connector == "cross_attention") == any(".inserted." in n for n in connector_names)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     run = dict(steps=3, batch_size=4, lr=1e-2, warmup=1, weight_decay=0.0)

@@ -387,12 +387,18 @@ def rows_loss(model, batch) -> torch.Tensor:
     return forward_from_features(model, features, *trim_to_labels(ids, labels)).loss
 
 
+def is_connector(name: str) -> bool:
+    """Whether a parameter of a `TinyLlava` belongs to the connector: the projector, and for the
+    cross-attention connector the gated blocks inserted into the LM."""
+    return name.startswith(("multi_modal_projector.", "language_model.inserted."))
+
+
 def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progress: bool = True):
     """LLaVA's stage 1 (`projector_only`: the LM frozen) or stage 2 (projector and LM; for the
     cross-attention connector the gated blocks count as the connector)."""
     from .training import TrainConfig, train
 
-    connector = [p for n, p in model.named_parameters() if n.startswith(("multi_modal_projector.", "language_model.inserted."))]
+    connector = [p for n, p in model.named_parameters() if is_connector(n)]
     params = connector if projector_only else [p for n, p in model.named_parameters()
                                                if not n.startswith("vision_tower.")]
     for p in model.parameters():

@@ -15,7 +15,7 @@
 # Training both stages takes about 30 (MLP) to 40 (cross-attention) minutes a model on one core, longer than a
 # notebook should, so `scripts/train_llava_instruct.py`
 # ran them and the models are shipped (`data/checkpoints/llava_instruct*`, `llava_cmp_*`); every accuracy below
-# is computed here from those weights. Only 60 steps of stage 1 run live (25-30 s). It loads the course LM
+# is computed here from those weights. Only 60 steps of stage 1 run live (25-35 s). It loads the course LM
 # (`lm_shapes`) and the image tower of the tiny CLIP of notebook 03, so no earlier notebook need have run.
 
 # %%
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from utils import checks, env, instruct, llava, lm, lm_data, report, shapes, training, vqa
+from utils import checks, env, instruct, llava, lm, lm_data, report, shapes, vqa, vqa_model
 
 device = env.setup(seed=0)
 t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -257,8 +257,6 @@ for k, v in ppl_after.items():
 # stage-2 steps, on one thread; the time per step is the script's (stored with each model).
 
 # %%
-from utils import vqa_model
-
 rows, cmp_acc, held_out = [], {}, {(): f_test}
 for name, label in [("llava_cmp_linear", "linear (LLaVA)"), ("llava_cmp_mlp", "MLP (LLaVA-1.5)"),
                     ("llava_cmp_xattn", "gated cross-attention (Flamingo, Llama 3.2)"),
@@ -270,11 +268,9 @@ for name, label in [("llava_cmp_linear", "linear (LLaVA)"), ("llava_cmp_mlp", "M
                                                         layers=layers)
     cmp_acc[label] = instruct.answer_accuracy(
         instruct.answer_items(m, held_out[layers], data["questions"], tokenizer, max_new_tokens=12), items)
-    connector = sum(p.numel() for n, p in m.named_parameters()
-                    if n.startswith(("multi_modal_projector.", "language_model.inserted.")))
-    lm_params = sum(p.numel() for n, p in m.named_parameters() if n.startswith("language_model.")
-                    and not n.startswith("language_model.inserted."))
-    rows.append([label, held_out[layers].shape[-1], f"{connector:,}", f"{connector + lm_params:,}",
+    connector = sum(p.numel() for n, p in m.named_parameters() if instruct.is_connector(n))
+    trainable_2 = sum(p.numel() for n, p in m.named_parameters() if not n.startswith("vision_tower."))
+    rows.append([label, held_out[layers].shape[-1], f"{connector:,}", f"{trainable_2:,}",
                  0 if c["connector"] == "cross_attention" else held_out[layers].shape[1],
                  f"{c['results']['stage2']['seconds_per_step']:.2f}",
                  *(f"{cmp_acc[label][q]:.0%}" for q in (*vqa.QUESTION_TYPES, "overall"))])
