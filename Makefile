@@ -6,7 +6,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
+SMOLLM := .cache/smollm2-135m-instruct/source.json
 UI_STAMP := $(VENV)/.ui-installed-$(shell cat requirements-ui.txt | cksum | cut -d' ' -f1)
 CHROMIUM ?= $(firstword $(shell command -v chromium chromium-browser google-chrome google-chrome-stable 2>/dev/null))
 export HF_HUB_OFFLINE ?= 1
@@ -14,13 +15,19 @@ export PYTHONHASHSEED := 0
 
 .PHONY: setup run test unit nbval ui ui-test browser lab notebooks clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(SMOLLM)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
+
+# SmolLM2's GGUF file de-quantized once into .cache/ (about 30 s), so that notebook 07 loads it in a second
+$(SMOLLM): $(STAMP)
+	$(BIN)/python -m utils.smollm
+	touch $@
 
 run: setup
 	$(BIN)/python scripts/run_notebooks.py

