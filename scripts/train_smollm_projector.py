@@ -6,7 +6,7 @@ one-object captions ("a small red circle in the top left") in SmolLM2's chat for
 The descriptions of 100 held-out images are scored word by word every 125 steps, and of all 300 at the end.
 Deterministic (seeds); two threads. Writes data/checkpoints/smollm_projector (float32, 1.5 MB).
 
-    python scripts/train_smollm_projector.py            # 500 steps of 16 captions (28 min here)
+    python scripts/train_smollm_projector.py            # 500 steps of 16 captions (26 min of training, 28 min in all)
     python scripts/train_smollm_projector.py --steps 4  # a smoke run (writes nothing)
 """
 import argparse

@@ -153,3 +153,22 @@ def test_shipped_projector_reproduces_its_recorded_descriptions(real):
     assert smollm.describe(vlm, data["f_test"][:len(recorded)], tokenizer) == recorded
     assert (DATA_DIR / "checkpoints" / f"{smollm.PROJECTOR_CHECKPOINT}.safetensors").exists()
 
+
+
+def test_online_load_falls_back_to_the_wheel_in_one_line_when_the_hub_fails(monkeypatch, capsys):
+    import transformers
+
+    real_tok = transformers.AutoTokenizer.from_pretrained
+    asked = []
+
+    def hub_down(source, *args, **kwargs):
+        if str(source) == smollm.SMOLLM_HUB_ID:
+            asked.append(kwargs.get("revision"))
+            raise OSError("no network")
+        return real_tok(source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", hub_down)
+    model, tokenizer = smollm.load_smollm2(online=True)
+    assert asked == [smollm.SMOLLM_REVISION] and model.config.hidden_size == 576
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"the Hub did not answer (OSError): using the GGUF file of the package {smollm.SMOLLM_PACKAGE}"]

