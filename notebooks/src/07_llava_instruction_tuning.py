@@ -13,7 +13,7 @@
 # real pretrained LM, SmolLM2-135M, with only a projector trained.
 #
 # **What you need:** about 80 s on a 2-core CPU from a fresh kernel, about 1.8 GB of memory at peak, no GPU, and
-# SmolLM2's weights, which `make setup` converts once into `.cache/` (on Colab the first run does, about 30 s).
+# SmolLM2's weights, which `make setup` converts once into `.cache/` (46 s here; on Colab the first run does).
 # Training both stages takes about 30 (MLP) to 40 (cross-attention) minutes a model on one core, longer than a
 # notebook should, so `scripts/train_llava_instruct.py` ran them and the models are shipped
 # (`data/checkpoints/llava_instruct*`, `llava_cmp_*`), as is section 8's projector
