@@ -145,14 +145,16 @@ def parse_caption(text: str) -> dict[str, str | None]:
     return dict(zip(ATTRIBUTES, m.groups()))
 
 
-def word_accuracy(texts: list[str], objects: list[shapes.ShapeObject], canvas: int = 32) -> dict[str, float]:
+def word_accuracy(texts: list[str], objects: list[shapes.ShapeObject], canvas: int = 32,
+                  read=parse_caption) -> dict[str, float]:
     """Per-word accuracy of generated captions against the objects (notebook 06): the fraction of captions
-    whose size / colour / shape / position slot is the right word; an unreadable caption is wrong in all."""
+    whose size / colour / shape / position slot is the right word; an unreadable caption is wrong in all.
+    `read(text) -> {slot: word or None}` reads a text's slots (`utils.smollm.first_mentions` reads free text)."""
     if len(texts) != len(objects) or not texts:
         raise ValueError(f"texts and objects must be non-empty and of the same length, got {len(texts)} and {len(objects)}")
     hits = dict.fromkeys(ATTRIBUTES, 0)
     for text, obj in zip(texts, objects):
-        got, want = parse_caption(text), caption_words(obj, canvas)
+        got, want = read(text), caption_words(obj, canvas)
         for a in ATTRIBUTES:
             hits[a] += got[a] == want[a]
     return {a: hits[a] / len(texts) for a in ATTRIBUTES}

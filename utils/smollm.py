@@ -194,14 +194,7 @@ def first_mentions(text: str) -> dict[str, str | None]:
 def mention_accuracy(texts: list[str], objects: list[shapes.ShapeObject], canvas: int = 32) -> dict[str, float]:
     """Per-slot accuracy of free-text descriptions: the fraction whose first size / colour / shape / position
     word (`first_mentions`) is the object's; a text that names none is wrong in that slot."""
-    if len(texts) != len(objects) or not texts:
-        raise ValueError(f"texts and objects must be non-empty and of the same length, got {len(texts)} and {len(objects)}")
-    hits = dict.fromkeys(SLOT_WORDS, 0)
-    for text, obj in zip(texts, objects):
-        got, want = first_mentions(text), llava_data.caption_words(obj, canvas)
-        for slot in hits:
-            hits[slot] += got[slot] == want[slot]
-    return {slot: n / len(texts) for slot, n in hits.items()}
+    return llava_data.word_accuracy(texts, objects, canvas, read=first_mentions)
 
 
 # ----------------------------------------------------------------------------- data, describing, the shipped projector
