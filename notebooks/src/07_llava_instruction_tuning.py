@@ -9,8 +9,8 @@
 # loss; stage 1 trains the connector, stage 2 the connector and the LM. We measure exact-match answers per
 # question kind after each stage, what instruction tuning costs the LM on plain text, and three connectors
 # (LLaVA's linear, LLaVA-1.5's MLP, Flamingo / Llama 3.2's gated cross-attention) and Llama 3.2's multi-layer
-# features on the same budget. Then the lecture's openness table, and last notebook 06's captioning splice on a
-# real pretrained LM, SmolLM2-135M, with only a projector trained.
+# features on the same budget. Then the lecture's openness table, notebook 06's captioning splice on a
+# real pretrained LM, SmolLM2-135M, with only a projector trained, and last, online, a real small VLM (SmolVLM-256M).
 #
 # **What you need:** about 80 s on a 2-core CPU from a fresh kernel, about 1.8 GB of memory at peak, no GPU, and
 # SmolLM2's weights, which `make setup` converts once into `.cache/` (46 s here; on Colab the first run does).
@@ -29,9 +29,10 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+import skimage.data
 import torch
 
-from utils import checks, env, instruct, llava, llava_data, lm, lm_data, report, shapes, smollm, vqa, vqa_model
+from utils import checks, env, instruct, llava, llava_data, lm, lm_data, report, shapes, smollm, vlm, vqa, vqa_model
 
 device = env.setup(seed=0)
 t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -418,6 +419,54 @@ fig.suptitle("SmolLM2-135M (its weights frozen) describes held-out images throug
 # This is LLaVA's stage 1 alone; we did not run stage 2 on SmolLM2 (a step here takes 3.2 s with the LM frozen).
 
 # %% [markdown]
+# ## 9. Online: a real small VLM, SmolVLM-256M-Instruct (opt-in)
+#
+# With a network connection, this cell loads `HuggingFaceTB/SmolVLM-256M-Instruct` at a pinned revision
+# through transformers' `AutoModelForImageTextToText` and `AutoProcessor`. It has the same parts as ours: a
+# vision tower, a connector (a pixel shuffle that merges 4 neighbouring patch vectors into one, then a linear
+# projection) and a decoder-only LM, all trained by its authors. It prints how many parameters each part
+# has and how many `<image>` positions one image takes in the prompt. It checks that our `llava.splice_image_features`,
+# given the connector's vectors and one placeholder, rebuilds the model's input: the largest logit difference
+# is printed. Then it describes two ShapesWorld scenes and one of scikit-image's photos. Offline it says so in one
+# line and moves on. `tests/test_vlm.py` runs the same code on a tiny random model of the same architecture
+# built locally. The pin is a commit we could not check from here (no network): if the Hub no longer has it,
+# the cell fails with the Hub's message.
+
+# %%
+vlm_scene = shapes.sample_scene(np.random.default_rng(7), 3, canvas=128)
+vlm_images = {"held-out ShapesWorld image (section 8)\ntruth: " + smol_data["test_captions"][0]:
+                  (smol_data["x_test"][0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+              "a new 3-object scene, 128 x 128\ntruth: " + lm_data.describe_scene(vlm_scene, np.random.default_rng(7)):
+                  shapes.render_scene(vlm_scene),
+              "a photo (scikit-image's chelsea)": skimage.data.chelsea()}
+vlm_logit_diff = None
+if env.is_online():
+    t0 = time.perf_counter()
+    vlm_model, vlm_processor = vlm.load_smolvlm()
+    print(f"loaded {vlm.SMOLVLM_HUB_ID} @ {vlm.SMOLVLM_REVISION[:7]} in {time.perf_counter() - t0:.0f} s;",
+          ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in vlm.parameter_groups(vlm_model).items()),
+          f"(LM: {type(vlm_model.model.text_model).__name__})")
+    vlm_inputs = vlm.chat_inputs(vlm_processor, skimage.data.chelsea(), vlm.DESCRIBE_PROMPT)
+    with torch.no_grad():
+        own = vlm_model(**vlm_inputs).logits                                           # (1, L, V)
+        ours = vlm_model(inputs_embeds=vlm.llava_splice_embeds(vlm_model, vlm_inputs)).logits
+    vlm_logit_diff = (own - ours).abs().max().item()
+    print(f"one image = {vlm.count_image_tokens(vlm_model, vlm_inputs)} <image> positions in a prompt of "
+          f"{vlm_inputs['input_ids'].shape[1]} tokens; largest |logit difference|, its merge vs our splice: "
+          f"{vlm_logit_diff:.1e}")
+    t0 = time.perf_counter()
+    vlm_texts = vlm.describe(vlm_model, vlm_processor, list(vlm_images.values()))
+    print(f"3 descriptions in {time.perf_counter() - t0:.0f} s")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    for ax, (name, img), text in zip(axes, vlm_images.items(), vlm_texts):
+        ax.imshow(img), ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title("\n".join(textwrap.fill(line, 48) for line in name.split("\n")), fontsize=8, loc="left")
+        ax.set_xlabel("SmolVLM: " + textwrap.fill(text, 48), fontsize=8, loc="left")
+    fig.tight_layout()
+else:
+    print("offline: skipped the online SmolVLM-256M section (set HF_HUB_OFFLINE=0 with a network to run it)")
+
+# %% [markdown]
 # ## What we measured
 
 # %%
@@ -436,6 +485,8 @@ report.measured("07_llava_instruction_tuning", {
     "SmolLM2-135M blind (no image): size / colour / shape / position":
         " / ".join(f"{smol_acc['blind: SmolLM2 as is, no image'][a]:.0%}" for a in llava_data.ATTRIBUTES),
     "SmolLM2-135M, descriptions exactly the true caption": f"{smol_exact:.0%}",
+    "SmolVLM-256M (online): its merge vs our splice, largest |logit difference|":
+        "skipped (offline)" if vlm_logit_diff is None else f"{vlm_logit_diff:.1e}",
     "notebook CPU time (s)": round(time.process_time() - cpu_start, 1),
     "notebook time (s)": round(time.perf_counter() - t_start, 1),
     "peak memory (GB)": round(report.peak_memory_gb(), 2),
