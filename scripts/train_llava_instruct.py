@@ -8,11 +8,12 @@ held-out scenes are printed after each stage. Deterministic (seeds, one thread).
     python scripts/train_llava_instruct.py main        # mlp2x_gelu, 200 + 2,400 steps (29 min here)
     python scripts/train_llava_instruct.py main_xattn  # gated cross-attention, 200 + 2,400 steps
     python scripts/train_llava_instruct.py compare     # 4 connectors / features, 200 + 600 steps each
+    python scripts/train_llava_instruct.py compare_tower  # the MLP row with the tower unfrozen in stage 2
 
 main writes data/checkpoints/llava_instruct_stage1 (after stage 1) and llava_instruct (after stage 2),
 main_xattn llava_instruct_xattn_stage1 and llava_instruct_xattn; compare writes llava_cmp_<name> for each row
 of notebook 07's connector table. Each process uses one thread (two may run side by side on 2 cores). The
-frozen tower is not stored; weights are float16, and the accuracies printed are those of the float16 weights.
+frozen tower is not stored (compare_tower stores the trained one); weights are float16, and the accuracies printed are those of the float16 weights.
 """
 import argparse
 import copy
@@ -32,21 +33,26 @@ RUNS = {
     "compare": [dict(name=f"llava_cmp_{n}", connector=c, layers=l, stage1=200, stage2=600)
                 for n, c, l in [("linear", "linear", ()), ("mlp", "mlp2x_gelu", ()),
                                 ("xattn", "cross_attention", ()), ("mlp_layers", "mlp2x_gelu", (1, 2, 3))]],
+    # the MLP row again with the CLIP tower unfrozen in stage 2 (its region features recomputed every step)
+    "compare_tower": [dict(name="llava_cmp_mlp_tower", connector="mlp2x_gelu", layers=(), stage1=200, stage2=600,
+                           tower=True)],
 }
 
 
 def evaluate(model, data, tokenizer) -> dict[str, float]:
-    preds = instruct.answer_items(model, data["f_test"], data["questions"], tokenizer)
+    f_test = (instruct.tower_features(model, data["test_crops"], data["test_geometry"], data["test_valid"])
+              if "test_crops" in data else data["f_test"])                 # a trained tower: features recomputed
+    preds = instruct.answer_items(model, f_test, data["questions"], tokenizer)
     return {k: round(v, 4) for k, v in instruct.answer_accuracy(preds, data["items"]).items()}
 
 
-def to_float16(model) -> None:
+def to_float16(model, tower: bool = False) -> None:
     """Round `model`'s shipped weights to float16 in place, so that what is measured is what ships."""
-    model.load_state_dict({k: v.float() for k, v in instruct.instruct_state(model).items()}, strict=False)
+    model.load_state_dict({k: v.float() for k, v in instruct.instruct_state(model, tower).items()}, strict=False)
 
 
-def save(name: str, model, config: dict) -> None:
-    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / name, instruct.instruct_state(model), config)
+def save(name: str, model, config: dict, tower: bool = False) -> None:
+    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / name, instruct.instruct_state(model, tower), config)
     print(f"  wrote {out.relative_to(DATA_DIR.parent)} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
 
 
@@ -56,25 +62,33 @@ def run(spec: dict, tokenizer, language_model, tower, data_cache: dict) -> None:
     if layers not in data_cache:
         data_cache[layers] = instruct.instruct_data(tokenizer, tower, layers)
     data = data_cache[layers]
-    model = instruct.new_instruct_model(copy.deepcopy(language_model), tower, data["f_train"].shape[-1],
+    tower_trained = bool(spec.get("tower"))
+    if tower_trained:
+        data = dict(data, **instruct.tower_crops(data))
+        frozen = instruct.tower_features(instruct.new_instruct_model(copy.deepcopy(language_model), tower, 67),
+                                         data["train_crops"], data["train_geometry"], data["train_valid"])
+        print(f"  crops {tuple(data['train_crops'].shape)}; frozen tower from crops vs shipped features: "
+              f"max |difference| {(frozen - data['f_train'].float()).abs().max().item():.1e}", flush=True)
+    model = instruct.new_instruct_model(copy.deepcopy(language_model), copy.deepcopy(tower) if tower_trained else tower,
+                                        data["f_train"].shape[-1],
                                         spec["connector"])
     config = dict(spec, layers=list(layers), feature_dim=data["f_train"].shape[-1], data=instruct.DATA_RECIPE,
                   stage=STAGE, results={})
     for stage, steps, seed in (("stage1", spec["stage1"], 0), ("stage2", spec["stage2"], 1)):
         hist = instruct.train_stage(model, data, dict(STAGE, steps=steps, seed=seed), projector_only=stage == "stage1",
-                                    progress=False)
+                                    progress=False, tower=tower_trained and stage == "stage2")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result = dict(steps=steps, seconds=round(hist.seconds, 1), seconds_per_step=round(hist.seconds / steps, 3),
                       final_loss=round(sum(hist.loss[-50:]) / len(hist.loss[-50:]), 4), trainable=trainable)
         shipped = stage == "stage2" or spec["name"].startswith("llava_instruct")   # main runs ship stage 1 too
         if shipped:
-            to_float16(model)
+            to_float16(model, tower_trained)
         result["accuracy"] = evaluate(model, data, tokenizer)
         config["results"][stage] = result
         print(f"{spec['name']} {stage}: {steps} steps in {hist.seconds:.0f} s, loss {result['final_loss']}, "
               f"held-out {result['accuracy']}", flush=True)
         if shipped:
-            save(spec["name"] + ("_stage1" if stage == "stage1" else ""), model, config)
+            save(spec["name"] + ("_stage1" if stage == "stage1" else ""), model, config, tower_trained)
     print(f"{spec['name']}: {time.perf_counter() - start:.0f} s; {json.dumps(config['results'])}", flush=True)
 
 

@@ -274,3 +274,47 @@ def test_instruct_state_and_the_shipped_features_check(tok):
     bad = dict(instruct.DATA_RECIPE, train=dict(n=100, seed=1))
     with pytest.raises(ValueError, match="vqa_train_features"):
         instruct.instruct_data(tok, TinyTower(), recipe=bad)
+
+
+def test_train_stage_with_the_tower_unfrozen_trains_it_from_the_crops(tok):
+    """Notebook 07's unfrozen-tower row: stage 2 with `tower=True` recomputes the region features from the
+    crops and changes the tower; without it the tower stays as it was."""
+    from utils import vit, vqa_model
+
+    cfg = lm.LMConfig(vocab_size=512, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=128)
+    torch.manual_seed(0)
+    tower = vit.ViT(vit.ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=0))
+    model = instruct.new_instruct_model(lm.LM(cfg), tower, feature_dim=16 + 3, connector="mlp2x_gelu")
+    ds = vqa.make_vqa_dataset(8, seed=5)
+    ids, labels = instruct.conversation_rows(tok, instruct.item_conversations(ds, turns=2))
+    crops, geometry, valid = vqa_model.object_crops(ds.with_format("numpy")["image"])
+    f_train = instruct.tower_features(model, crops, geometry, valid)
+    torch.testing.assert_close(f_train, vqa_model.object_features(ds.with_format("numpy")["image"], tower)[0],
+                               rtol=0, atol=1e-5)
+    data = dict(f_train=f_train, train_ids=ids, train_labels=labels, train_crops=crops, train_geometry=geometry,
+                train_valid=valid)
+    run = dict(steps=2, batch_size=4, lr=1e-2, warmup=1, weight_decay=0.0)
+    before = {n: p.detach().clone() for n, p in model.vision_tower.named_parameters()}
+    instruct.train_stage(model, data, run, projector_only=False, progress=False)
+    assert all(torch.equal(before[n], p) for n, p in model.vision_tower.named_parameters())
+    hist = instruct.train_stage(model, data, run, projector_only=False, progress=False, tower=True)
+    assert all(np.isfinite(hist.loss))
+    assert any(not torch.equal(before[n], p) for n, p in model.vision_tower.named_parameters())
+    assert not torch.equal(instruct.tower_features(model, crops, geometry, valid), f_train)
+    assert any(k.startswith("vision_tower.") for k in instruct.instruct_state(model, tower=True))
+
+
+def test_the_unfrozen_tower_model_loads_on_a_copy_of_the_tower():
+    """llava_cmp_mlp_tower ships its trained tower; loading it never changes the tower it is given."""
+    from utils import DATA_DIR, llava
+    from utils.checkpoints import load_checkpoint
+
+    state, cfg = load_checkpoint(DATA_DIR / "checkpoints" / "llava_cmp_mlp_tower")
+    assert cfg["tower"] is True and all(v.dtype == torch.float16 for v in state.values())
+    tower = llava.load_clip_vision_tower()
+    before = {n: p.detach().clone() for n, p in tower.named_parameters()}
+    language_model, _ = lm.load_pretrained("lm_shapes")
+    model, _ = instruct.load_instruct("llava_cmp_mlp_tower", language_model, tower)
+    assert model.vision_tower is not tower
+    assert all(torch.equal(before[n], p) for n, p in tower.named_parameters())
+    assert any(not torch.equal(before[n].half(), p.half()) for n, p in model.vision_tower.named_parameters())

@@ -175,3 +175,24 @@ def test_vqa_dataset_without_images_holds_the_same_items():
         assert without[col] == with_images[col]
     scene = shapes.Scene.from_json(without[0]["scene"])
     assert np.array_equal(shapes.render_scene(scene, 0.04), np.asarray(with_images[0]["image"]))
+
+
+def test_region_tokens_from_object_crops_equal_object_features_and_carry_gradients():
+    """The unfrozen-tower path (notebook 07): the same tokens as object_features, and the tower gets a gradient."""
+    from utils import vit
+
+    scene = shapes.Scene((shapes.ShapeObject("circle", "red", "small", 8.0, 8.0),
+                          shapes.ShapeObject("square", "blue", "small", 24.0, 22.0)), 32, 0.1, 0)
+    other = shapes.Scene((shapes.ShapeObject("cross", "green", "large", 16.0, 16.0),), 32, 0.1, 1)
+    images = [shapes.render_scene(scene), shapes.render_scene(other)]
+    torch.manual_seed(0)
+    tower = vit.ViT(vit.ViTConfig(dim=32, depth=1, heads=2, mlp_dim=64, num_classes=0))
+    with torch.no_grad():
+        ref, ref_valid = vqa_model.object_features(images, tower, seed=3)
+    crops, geometry, valid = vqa_model.object_crops(images, seed=3)
+    assert crops.shape == (2, 4, 3, 32, 32) and torch.equal(valid, ref_valid)
+    assert valid.tolist() == [[True, True, False, False], [True, False, False, False]]
+    ours = vqa_model.region_tokens(tower, crops, geometry, valid)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    ours.sum().backward()
+    assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)

@@ -344,21 +344,50 @@ def instruct_data(tokenizer, tower, layers: tuple[int, ...] = (), recipe: dict =
                 items=items, questions=[it["question"] for it in items], train_ds=train_ds, test_ds=test_ds)
 
 
-def instruct_state(model) -> dict[str, torch.Tensor]:
-    """What a trained instruction model ships: every weight but the frozen tower's, in float16."""
-    return {k: v.detach().half() for k, v in model.state_dict().items() if not k.startswith("vision_tower.")}
+def tower_crops(data: dict, recipe: dict = DATA_RECIPE) -> dict:
+    """The tower's inputs behind `instruct_data`'s region features (`vqa_model.object_crops`), for training
+    with the tower unfrozen: train_crops (n, 4, 3, H, W), train_geometry (n, 4, 3), train_valid (n, 4), and
+    the same for the held-out scenes (test_*). The training images are rendered again (same recipe)."""
+    from . import vqa_model
+
+    train_ds = vqa.make_vqa_dataset(recipe["train"]["n"], seed=recipe["train"]["seed"])
+    out = {}
+    for split, ds in (("train", train_ds), ("test", data["test_ds"])):
+        crops, geometry, valid = vqa_model.object_crops(ds.with_format("numpy")["image"])
+        out.update({f"{split}_crops": crops, f"{split}_geometry": geometry, f"{split}_valid": valid})
+    return out
+
+
+@torch.no_grad()
+def tower_features(model, crops: torch.Tensor, geometry: torch.Tensor, valid: torch.Tensor,
+                   batch_size: int = 500) -> torch.Tensor:
+    """Region features (n, 4, F) from `model.vision_tower` as it is now (after training it, say)."""
+    from . import vqa_model
+
+    model.vision_tower.eval()
+    return torch.cat([vqa_model.region_tokens(model.vision_tower, crops[i:i + batch_size], geometry[i:i + batch_size],
+                                              valid[i:i + batch_size]) for i in range(0, len(crops), batch_size)])
+
+
+def instruct_state(model, tower: bool = False) -> dict[str, torch.Tensor]:
+    """What a trained instruction model ships: every weight but the frozen tower's (the tower's too with
+    `tower`, when it was trained), in float16."""
+    return {k: v.detach().half() for k, v in model.state_dict().items() if tower or not k.startswith("vision_tower.")}
 
 
 def load_instruct(name: str, language_model, tower):
     """A model saved by scripts/train_llava_instruct.py (data/checkpoints/<name>) on a copy of
-    `language_model`: (model, the checkpoint's config)."""
+    `language_model` (and of `tower` when the checkpoint holds a trained tower; `tower` itself is never
+    changed): (model, the checkpoint's config)."""
     import copy
 
     from . import DATA_DIR
     from .checkpoints import load_checkpoint
 
     state, cfg = load_checkpoint(DATA_DIR / "checkpoints" / name)
-    model = new_instruct_model(copy.deepcopy(language_model), tower, cfg["feature_dim"], cfg["connector"])
+    trained_tower = any(k.startswith("vision_tower.") for k in state)   # compare_tower ships its trained tower
+    model = new_instruct_model(copy.deepcopy(language_model), copy.deepcopy(tower) if trained_tower else tower,
+                               cfg["feature_dim"], cfg["connector"])
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if unexpected or any(not k.startswith("vision_tower.") for k in missing):
         raise ValueError(f"{name} does not fit a {cfg['connector']} model: missing {missing}, unexpected {unexpected}")
@@ -393,17 +422,35 @@ def is_connector(name: str) -> bool:
     return name.startswith(("multi_modal_projector.", "language_model.inserted."))
 
 
-def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progress: bool = True):
+def tower_rows_loss(model, batch) -> torch.Tensor:
+    """`rows_loss` with the region features computed by the (trainable) tower from the crops:
+    batch = (crops, geometry, valid, input_ids, labels)."""
+    from . import vqa_model
+    from .llava_data import forward_from_features, trim_to_labels
+
+    crops, geometry, valid, ids, labels = batch
+    features = vqa_model.region_tokens(model.vision_tower, crops, geometry, valid)       # (B, 4, F)
+    return forward_from_features(model, features, *trim_to_labels(ids, labels)).loss
+
+
+def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progress: bool = True,
+                tower: bool = False):
     """LLaVA's stage 1 (`projector_only`: the LM frozen) or stage 2 (projector and LM; for the
-    cross-attention connector the gated blocks count as the connector)."""
+    cross-attention connector the gated blocks count as the connector). `tower`: train the vision tower too,
+    from `tower_crops`' crops in `data` (the tower's features are recomputed every step)."""
     from .training import TrainConfig, train
 
     connector = [p for n, p in model.named_parameters() if is_connector(n)]
     params = connector if projector_only else [p for n, p in model.named_parameters()
                                                if not n.startswith("vision_tower.")]
+    if tower:
+        params = params + list(model.vision_tower.parameters())
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
+    if tower:
+        rows = (data["train_crops"], data["train_geometry"], data["train_valid"], data["train_ids"], data["train_labels"])
+        return train(model, rows, tower_rows_loss, TrainConfig(**train_cfg, progress=progress), params=params)
     return train(model, (data["f_train"], data["train_ids"], data["train_labels"]), rows_loss,
                  TrainConfig(**train_cfg, progress=progress), params=params)

@@ -85,21 +85,7 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
     validate.integer("batch_size", batch_size, min=1)
     if isinstance(images, (str, torch.Tensor)) or not hasattr(images, "__len__") or len(images) == 0:
         raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
-    rng = np.random.default_rng(seed)
-    crops, slots = [], []
-    from scipy import ndimage
-
-    for b, image in enumerate(images):
-        masks = object_masks(image, max_objects=max_objects)
-        grown = [ndimage.binary_dilation(m) for m in masks]
-        H, W = masks[0].shape if masks else (1, 1)
-        for k, m in enumerate(masks):
-            crops.append(isolate_object(image, masks, k, rng, grown))
-            ys, xs = np.nonzero(m)
-            slots.append((b, k, xs.mean() / W, ys.mean() / H, m.sum() / (H * W)))
-    if not crops:
-        raise ValueError(f"images hold no object: none of the {len(images)} images has a saturated region "
-                         f"(object_masks finds ShapesWorld's coloured shapes on a grey background)")
+    crops, slots = _isolated_objects(images, max_objects, seed)
     vision_tower.eval()
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
     def cls_features(batch):                                                                 # (b, D * (1 + len(layers)))
@@ -114,6 +100,57 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
     for (b, k, cx, cy, area), f in zip(slots, cls):
         tokens[b, k, :-3], tokens[b, k, -3:], valid[b, k] = f, torch.tensor([cx, cy, area]), True
     return tokens, valid
+
+
+def _isolated_objects(images, max_objects: int, seed: int) -> tuple[list[np.ndarray], list[tuple]]:
+    """Every object of every image isolated on its own ((H, W, 3) floats in [0, 1]), and its slot
+    (image b, object k, centre x, centre y, area as fractions of the canvas)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    crops, slots = [], []
+    for b, image in enumerate(images):
+        masks = object_masks(image, max_objects=max_objects)
+        grown = [ndimage.binary_dilation(m) for m in masks]
+        H, W = masks[0].shape if masks else (1, 1)
+        for k, m in enumerate(masks):
+            crops.append(isolate_object(image, masks, k, rng, grown))
+            ys, xs = np.nonzero(m)
+            slots.append((b, k, xs.mean() / W, ys.mean() / H, m.sum() / (H * W)))
+    if not crops:
+        raise ValueError(f"images hold no object: none of the {len(images)} images has a saturated region "
+                         f"(object_masks finds ShapesWorld's coloured shapes on a grey background)")
+    return crops, slots
+
+
+def object_crops(images, max_objects: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tower's inputs behind `object_features`, kept so that the tower can be trained (unfrozen):
+    crops (B, K, 3, H, W) (each object alone, as `object_features` encodes it; zeros where absent),
+    geometry (B, K, 3) (centre x, centre y, area) and valid (B, K) bool. Same `seed`, same crops."""
+    validate.integer("max_objects", max_objects, min=1)
+    validate.integer("seed", seed, min=0)
+    if isinstance(images, (str, torch.Tensor)) or not hasattr(images, "__len__") or len(images) == 0:
+        raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
+    crops, slots = _isolated_objects(images, max_objects, seed)
+    H, W, _ = crops[0].shape
+    x = torch.zeros(len(images), max_objects, 3, H, W)
+    geometry = torch.zeros(len(images), max_objects, 3)
+    valid = torch.zeros(len(images), max_objects, dtype=torch.bool)
+    for (b, k, cx, cy, area), crop in zip(slots, crops):
+        x[b, k] = torch.from_numpy(crop).permute(2, 0, 1).float()
+        geometry[b, k], valid[b, k] = torch.tensor([cx, cy, area]), True
+    return x, geometry, valid
+
+
+def region_tokens(vision_tower: nn.Module, crops: torch.Tensor, geometry: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """`object_features`' tokens (B, K, D + 3) from `object_crops`' outputs, with gradients through the tower
+    (notebook 07's unfrozen-tower run): the tower's feature of each present crop, then its geometry."""
+    B, K = valid.shape
+    flat = crops.reshape(B * K, *crops.shape[2:])[valid.flatten()]            # (n_objects, 3, H, W)
+    feats = vision_tower(flat)                                                # (n_objects, D)
+    out = feats.new_zeros(B * K, feats.shape[-1])
+    out = out.index_put((valid.flatten().nonzero().flatten(),), feats)       # (B * K, D), zeros where absent
+    return torch.cat([out.reshape(B, K, -1), geometry], -1)                   # (B, K, D + 3)
 
 
 # ----------------------------------------------------------------------------- the scorer
