@@ -65,7 +65,8 @@ def run(spec: dict, tokenizer, language_model, tower, data_cache: dict) -> None:
     tower_trained = bool(spec.get("tower"))
     if tower_trained:
         data = dict(data, **instruct.tower_crops(data))
-        frozen = instruct.tower_features(instruct.new_instruct_model(copy.deepcopy(language_model), tower, 67),
+        frozen = instruct.tower_features(instruct.new_instruct_model(copy.deepcopy(language_model), tower,
+                                                                     data["f_train"].shape[-1]),
                                          data["train_crops"], data["train_geometry"], data["train_valid"])
         print(f"  crops {tuple(data['train_crops'].shape)}; frozen tower from crops vs shipped features: "
               f"max |difference| {(frozen - data['f_train'].float()).abs().max().item():.1e}", flush=True)

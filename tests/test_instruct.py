@@ -297,6 +297,8 @@ def test_train_stage_with_the_tower_unfrozen_trains_it_from_the_crops(tok):
     before = {n: p.detach().clone() for n, p in model.vision_tower.named_parameters()}
     instruct.train_stage(model, data, run, projector_only=False, progress=False)
     assert all(torch.equal(before[n], p) for n, p in model.vision_tower.named_parameters())
+    with pytest.raises(ValueError, match="projector_only"):
+        instruct.train_stage(model, data, run, projector_only=True, progress=False, tower=True)
     hist = instruct.train_stage(model, data, run, projector_only=False, progress=False, tower=True)
     assert all(np.isfinite(hist.loss))
     assert any(not torch.equal(before[n], p) for n, p in model.vision_tower.named_parameters())

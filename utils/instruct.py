@@ -309,7 +309,8 @@ def assistant_labels(input_ids: torch.Tensor, header_ids: list[int], end_id: int
 
 
 # ----------------------------------------------------------------------------- training (notebook 07, scripts/train_llava_instruct.py)
-# LLaVA's two stages on cached image features (the tower is frozen, so its features can be computed once). The
+# LLaVA's two stages on cached image features (the tower is frozen, so its features can be computed once; with
+# `train_stage(tower=True)` it trains too and they are recomputed from `tower_crops` at every step). The
 # training scenes are notebook 05's (their region features are shipped in data/checkpoints/vqa_train_features),
 # the held-out scenes notebook 05's test set.
 DATA_RECIPE = dict(train=dict(n=3000, seed=1), test=dict(n=400, seed=2),
@@ -385,7 +386,11 @@ def load_instruct(name: str, language_model, tower):
     from .checkpoints import load_checkpoint
 
     state, cfg = load_checkpoint(DATA_DIR / "checkpoints" / name)
-    trained_tower = any(k.startswith("vision_tower.") for k in state)   # compare_tower ships its trained tower
+    tower_keys = {k for k in state if k.startswith("vision_tower.")}    # compare_tower ships its trained tower
+    trained_tower = bool(tower_keys)
+    if trained_tower and tower_keys != {f"vision_tower.{k}" for k in tower.state_dict()}:
+        raise ValueError(f"{name} holds part of a tower: {len(tower_keys)} of its weights, "
+                         f"the tower has {len(tower.state_dict())}")
     model = new_instruct_model(copy.deepcopy(language_model), copy.deepcopy(tower) if trained_tower else tower,
                                cfg["feature_dim"], cfg["connector"])
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
@@ -440,6 +445,9 @@ def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progre
     from `tower_crops`' crops in `data` (the tower's features are recomputed every step)."""
     from .training import TrainConfig, train
 
+    if tower and projector_only:
+        raise ValueError("tower=True trains the tower with the projector and the LM (stage 2); "
+                         "it cannot be combined with projector_only=True")
     connector = [p for n, p in model.named_parameters() if is_connector(n)]
     params = connector if projector_only else [p for n, p in model.named_parameters()
                                                if not n.startswith("vision_tower.")]

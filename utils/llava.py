@@ -179,7 +179,8 @@ class LlavaOutput:
 
 
 class TinyLlava(nn.Module):
-    """vision_tower (frozen) -> multi_modal_projector -> language_model, spliced or cross-attended.
+    """vision_tower (frozen, except in notebook 07's unfrozen-tower run) -> multi_modal_projector -> language_model,
+    spliced or cross-attended.
 
     The tower is any module with `hidden_states(images) -> [(B, 1 + N, D_v), ...]` (embeddings, then each
     block) and an `image_size` (or `cfg.image_size`); by default the shipped tiny CLIP's image tower.

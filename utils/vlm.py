@@ -1,7 +1,8 @@
 """A real small VLM, online and opt-in (notebook 07, section 9): HuggingFaceTB/SmolVLM-256M-Instruct.
 
-SmolVLM follows Idefics3: a SigLIP-style vision tower, a connector that pixel-shuffles the patch vectors (4
-neighbours become one vector, 4x wider) and projects them with a linear layer, and a Llama-architecture LM.
+SmolVLM follows Idefics3: a SigLIP-style vision tower, a connector that pixel-shuffles the patch vectors (each
+s x s block of neighbours becomes one vector, s^2 times wider; s = `config.scale_factor`) and projects them
+with a linear layer, and a decoder-only LM.
 The processor writes one `<image>` token per connector vector into the prompt and the model swaps them for
 the vectors: LLaVA's splice with the placeholder expanded in advance. `llava_splice_embeds` rebuilds the
 model's input with our own `llava.splice_image_features` to show that they are the same operation.
