@@ -483,16 +483,16 @@ fig.suptitle("SmolLM2-135M (its weights frozen) describes held-out images throug
 # %% [markdown]
 # ## 9. Online: a real small VLM, SmolVLM-256M-Instruct (opt-in)
 #
-# With a network connection, this cell loads `HuggingFaceTB/SmolVLM-256M-Instruct` at a pinned revision
-# through transformers' `AutoModelForImageTextToText` and `AutoProcessor`. It has the same parts as ours: a
-# vision tower, a connector (a pixel shuffle that merges each s x s block of neighbouring patch vectors into one
-# vector, then a linear projection; the cell prints s) and a decoder-only LM, all pretrained by its authors. It prints how many parameters each part
-# has and how many `<image>` positions one image takes in the prompt. It checks that our `llava.splice_image_features`,
-# given the connector's vectors and one placeholder, rebuilds the model's input: the largest logit difference
-# is printed. Then it describes two ShapesWorld scenes and one of scikit-image's photos. Offline it says so in one
-# line and moves on. `tests/test_vlm.py` runs the same code on a tiny random model of the same architecture
-# built locally. The pin is a commit we could not check from here (no network): if the Hub no longer has it,
-# the cell fails with the Hub's message.
+# With a network connection, this cell loads `HuggingFaceTB/SmolVLM-256M-Instruct` at a pinned revision through
+# transformers' `AutoModelForImageTextToText` and `AutoProcessor`. It has the same parts as ours: a vision
+# tower, a connector (a pixel shuffle that merges each s x s block of neighbouring patch vectors into one
+# vector, then a linear projection; the cell prints s) and a decoder-only LM, all pretrained by its authors. It
+# prints how many parameters each part has and how many `<image>` positions one image takes in the prompt. It
+# checks that our `llava.splice_image_features`, given the connector's vectors and one placeholder, rebuilds the
+# model's input: the largest logit difference is printed. Then it describes two ShapesWorld scenes and one of
+# scikit-image's photos. Offline it says so in one line and moves on. `tests/test_vlm.py` runs the same code on
+# a tiny random model of the same architecture built locally. The pin is a commit we could not check from here
+# (no network): if the Hub no longer has it, the cell fails with the Hub's message.
 
 # %%
 vlm_scene = shapes.sample_scene(np.random.default_rng(7), 3, canvas=128)
