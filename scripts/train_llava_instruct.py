@@ -22,9 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils import DATA_DIR, checkpoints, env, instruct, llava, lm  # noqa: E402
+from utils import DATA_DIR, checkpoints, env, instruct, llava, lm, vqa_model  # noqa: E402
 
 STAGE = dict(batch_size=32, lr=3e-3, warmup=20, weight_decay=0.0)
 RUNS = {
@@ -39,9 +41,9 @@ RUNS = {
 }
 
 
-def evaluate(model, data, tokenizer) -> dict[str, float]:
-    f_test = (instruct.tower_features(model, data["test_crops"], data["test_geometry"], data["test_valid"])
-              if "test_crops" in data else data["f_test"])                 # a trained tower: features recomputed
+def evaluate(model, data, tokenizer, tower_trained: bool = False) -> dict[str, float]:
+    f_test = (vqa_model.object_features(data["test_ds"].with_format("numpy")["image"], model.vision_tower)[0]
+              if tower_trained else data["f_test"])                         # a trained tower: its own features
     preds = instruct.answer_items(model, f_test, data["questions"], tokenizer)
     return {k: round(v, 4) for k, v in instruct.answer_accuracy(preds, data["items"]).items()}
 
@@ -64,10 +66,9 @@ def run(spec: dict, tokenizer, language_model, tower, data_cache: dict) -> None:
     data = data_cache[layers]
     tower_trained = bool(spec.get("tower"))
     if tower_trained:
-        data = dict(data, **instruct.tower_crops(data))
-        frozen = instruct.tower_features(instruct.new_instruct_model(copy.deepcopy(language_model), tower,
-                                                                     data["f_train"].shape[-1]),
-                                         data["train_crops"], data["train_geometry"], data["train_valid"])
+        data = dict(data, **instruct.tower_crops())
+        with torch.no_grad():
+            frozen = vqa_model.region_tokens(tower.eval(), data["train_crops"], data["train_geometry"], data["train_valid"])
         print(f"  crops {tuple(data['train_crops'].shape)}; frozen tower from crops vs shipped features: "
               f"max |difference| {(frozen - data['f_train'].float()).abs().max().item():.1e}", flush=True)
     model = instruct.new_instruct_model(copy.deepcopy(language_model), copy.deepcopy(tower) if tower_trained else tower,
@@ -84,7 +85,7 @@ def run(spec: dict, tokenizer, language_model, tower, data_cache: dict) -> None:
         shipped = stage == "stage2" or spec["name"].startswith("llava_instruct")   # main runs ship stage 1 too
         if shipped:
             to_float16(model, tower_trained)
-        result["accuracy"] = evaluate(model, data, tokenizer)
+        result["accuracy"] = evaluate(model, data, tokenizer, tower_trained)
         config["results"][stage] = result
         print(f"{spec['name']} {stage}: {steps} steps in {hist.seconds:.0f} s, loss {result['final_loss']}, "
               f"held-out {result['accuracy']}", flush=True)

@@ -345,29 +345,16 @@ def instruct_data(tokenizer, tower, layers: tuple[int, ...] = (), recipe: dict =
                 items=items, questions=[it["question"] for it in items], train_ds=train_ds, test_ds=test_ds)
 
 
-def tower_crops(data: dict, recipe: dict = DATA_RECIPE) -> dict:
-    """The tower's inputs behind `instruct_data`'s region features (`vqa_model.object_crops`), for training
-    with the tower unfrozen: train_crops (n, 4, 3, H, W), train_geometry (n, 4, 3), train_valid (n, 4), and
-    the same for the held-out scenes (test_*). The training images are rendered again (same recipe)."""
+def tower_crops(recipe: dict = DATA_RECIPE) -> dict:
+    """The tower's inputs behind `instruct_data`'s training features (`vqa_model.object_crops`), for training
+    with the tower unfrozen: train_crops (n, 4, 3, H, W), train_geometry (n, 4, 3), train_valid (n, 4). The
+    training images are rendered again (same recipe). A trained tower's held-out features are
+    `vqa_model.object_features(images, model.vision_tower)`."""
     from . import vqa_model
 
     train_ds = vqa.make_vqa_dataset(recipe["train"]["n"], seed=recipe["train"]["seed"])
-    out = {}
-    for split, ds in (("train", train_ds), ("test", data["test_ds"])):
-        crops, geometry, valid = vqa_model.object_crops(ds.with_format("numpy")["image"])
-        out.update({f"{split}_crops": crops, f"{split}_geometry": geometry, f"{split}_valid": valid})
-    return out
-
-
-@torch.no_grad()
-def tower_features(model, crops: torch.Tensor, geometry: torch.Tensor, valid: torch.Tensor,
-                   batch_size: int = 500) -> torch.Tensor:
-    """Region features (n, 4, F) from `model.vision_tower` as it is now (after training it, say)."""
-    from . import vqa_model
-
-    model.vision_tower.eval()
-    return torch.cat([vqa_model.region_tokens(model.vision_tower, crops[i:i + batch_size], geometry[i:i + batch_size],
-                                              valid[i:i + batch_size]) for i in range(0, len(crops), batch_size)])
+    crops, geometry, valid = vqa_model.object_crops(train_ds.with_format("numpy")["image"])
+    return dict(train_crops=crops, train_geometry=geometry, train_valid=valid)
 
 
 def instruct_state(model, tower: bool = False) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import torch
+from torch import nn
 
 from . import shapes, vqa
 from .lm import IGNORE_INDEX
@@ -85,10 +86,16 @@ def trim_to_labels(input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch
 def tower_features(model: TinyLlava, pixel_values: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The frozen tower's selected features (n, N, D_v) (layer and CLS/patch choice from `model.cfg`),
     before the projector; computed once, since a frozen tower gives the same features every step."""
-    cfg = model.cfg
-    model.vision_tower.eval()
-    return torch.cat([select_image_features(model.vision_tower.hidden_states(pixel_values[i:i + batch_size]),
-                                            cfg.vision_feature_layer, cfg.vision_feature_select_strategy)
+    return frozen_features(model.vision_tower, pixel_values, model.cfg.vision_feature_layer,
+                           model.cfg.vision_feature_select_strategy, batch_size)
+
+
+def frozen_features(tower: nn.Module, pixel_values: torch.Tensor, vision_feature_layer: int | list[int],
+                    vision_feature_select_strategy: str, batch_size: int = 500) -> torch.Tensor:
+    """`select_image_features` of a frozen tower's hidden states, in batches: (n, N, D_v)."""
+    tower.eval()
+    return torch.cat([select_image_features(tower.hidden_states(pixel_values[i:i + batch_size]),
+                                            vision_feature_layer, vision_feature_select_strategy)
                       for i in range(0, len(pixel_values), batch_size)])                 # (n, N, D_v)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CACHE_DIR, DATA_DIR, checkpoints, llava, llava_data, shapes, vqa
+from . import CACHE_DIR, DATA_DIR, checkpoints, llava_data, shapes, vqa
 from .checkpoints import sha256, verify_file
 from .lm import IGNORE_INDEX
 from .llava import make_projector, splice_image_features
@@ -200,8 +200,7 @@ def mention_accuracy(texts: list[str], objects: list[shapes.ShapeObject], canvas
 # ----------------------------------------------------------------------------- data, describing, the shipped projector
 @torch.no_grad()
 def _features(tower, images: torch.Tensor) -> torch.Tensor:
-    tower.eval()
-    return llava.select_image_features(tower.hidden_states(images), FEATURE_LAYER, FEATURE_SELECT)  # (n, 1, D_v)
+    return llava_data.frozen_features(tower, images, FEATURE_LAYER, FEATURE_SELECT)  # (n, 1, D_v)
 
 
 def caption_data(tokenizer, tower, train: bool = True) -> dict:

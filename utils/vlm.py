@@ -51,8 +51,6 @@ def describe(model, processor, images: list, question: str = DESCRIBE_PROMPT, ma
     """The model's greedy answer to `question` about each image ((H, W, 3) uint8 arrays or PIL images)."""
     if isinstance(images, (str, bytes)) or len(images) == 0:
         raise ValueError(f"images must be a non-empty list of images, got {type(images).__name__}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise TypeError(f"max_new_tokens must be an int >= 1, got {type(max_new_tokens).__name__} {max_new_tokens!r}")
     validate.integer("max_new_tokens", max_new_tokens, min=1)
     texts = []
     for image in images:

@@ -80,11 +80,7 @@ def object_features(images, vision_tower: nn.Module, max_objects: int = 4, seed:
     depth = len(getattr(vision_tower, "blocks", ()))
     if not isinstance(layers, (tuple, list)) or not all(isinstance(i, int) and 0 <= i <= depth for i in layers):
         raise ValueError(f"layers must be hidden-state indices 0..{depth} of this tower, got {layers!r}")
-    validate.integer("max_objects", max_objects, min=1)
-    validate.integer("seed", seed, min=0)
     validate.integer("batch_size", batch_size, min=1)
-    if isinstance(images, (str, torch.Tensor)) or not hasattr(images, "__len__") or len(images) == 0:
-        raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
     crops, slots = _isolated_objects(images, max_objects, seed)
     vision_tower.eval()
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()                        # (n_objects, 3, H, W)
@@ -107,6 +103,10 @@ def _isolated_objects(images, max_objects: int, seed: int) -> tuple[list[np.ndar
     (image b, object k, centre x, centre y, area as fractions of the canvas)."""
     from scipy import ndimage
 
+    validate.integer("max_objects", max_objects, min=1)
+    validate.integer("seed", seed, min=0)
+    if isinstance(images, (str, torch.Tensor)) or not hasattr(images, "__len__") or len(images) == 0:
+        raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
     rng = np.random.default_rng(seed)
     crops, slots = [], []
     for b, image in enumerate(images):
@@ -127,10 +127,6 @@ def object_crops(images, max_objects: int = 4, seed: int = 0) -> tuple[torch.Ten
     """The tower's inputs behind `object_features`, kept so that the tower can be trained (unfrozen):
     crops (B, K, 3, H, W) (each object alone, as `object_features` encodes it; zeros where absent),
     geometry (B, K, 3) (centre x, centre y, area) and valid (B, K) bool. Same `seed`, same crops."""
-    validate.integer("max_objects", max_objects, min=1)
-    validate.integer("seed", seed, min=0)
-    if isinstance(images, (str, torch.Tensor)) or not hasattr(images, "__len__") or len(images) == 0:
-        raise ValueError(f"images must be a non-empty list of (H, W, 3) uint8 images, got {type(images).__name__}")
     crops, slots = _isolated_objects(images, max_objects, seed)
     H, W, _ = crops[0].shape
     x = torch.zeros(len(images), max_objects, 3, H, W)

@@ -326,7 +326,7 @@ for name, label in [("llava_cmp_linear", "linear (LLaVA)"), ("llava_cmp_mlp", "M
     m, c = instruct.load_instruct(name, language_model, tower)
     layers = tuple(c["layers"])
     if c.get("tower"):                                  # its own tower: the held-out scenes encoded by it
-        features = instruct.tower_features(m, *vqa_model.object_crops(data["test_ds"].with_format("numpy")["image"]))
+        features, _ = vqa_model.object_features(data["test_ds"].with_format("numpy")["image"], m.vision_tower)
     else:
         if layers not in held_out:                      # the held-out scenes encoded with the extra layers
             held_out[layers], _ = vqa_model.object_features(data["test_ds"].with_format("numpy")["image"], tower,
