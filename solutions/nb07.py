@@ -79,10 +79,10 @@ register(Exercise(
 
 
 def _xattn_params_by_counting():
-    ours = llava.GatedCrossAttentionBlock(128, 4, 384)
+    twice = llava.GatedCrossAttentionBlock(256, 4, 768)
     with torch.device("meta"):                       # the 8B-width block, counted without allocating it
         big = llava.GatedCrossAttentionBlock(4096, 32, 14336)
-    return tuple(sum(p.numel() for p in b.parameters()) for b in (ours, big))
+    return tuple(sum(p.numel() for p in b.parameters()) for b in (twice, big))
 
 
 def _block(D, F):
@@ -92,9 +92,11 @@ def _block(D, F):
 register(Exercise(
     key="07.xattn_block_params", kind="value",
     expected=_xattn_params_by_counting,
-    solution=lambda: (_block(128, 384), _block(4096, 14336)),
-    wrong=[(4 * 128 * 128 + 2 * 128 * 384, 4 * 4096 ** 2 + 2 * 4096 * 14336), (_block(128, 384), _block(4096, 4096 * 4)),
-           (2 * 128 + 4 * 128 * 128 + 3 * 128 * 384 + 2, 2 * 4096 + 4 * 4096 ** 2 + 3 * 4096 * 14336 + 2)],
-    notes="164,098 per block at our width (4 blocks: 656,392, 71% of the 0.92M LM); 184.6M at 8B width: the "
-          "lecture's 'substantial numbers of additional trainable parameters'.",
+    solution=lambda: (_block(256, 768), _block(4096, 14336)),
+    wrong=[(4 * 256 * 256 + 2 * 256 * 768, 4 * 4096 ** 2 + 2 * 4096 * 14336), (_block(256, 768), _block(4096, 4096 * 4)),
+           (2 * 256 + 4 * 256 * 256 + 3 * 256 * 768 + 2, 2 * 4096 + 4 * 4096 ** 2 + 3 * 4096 * 14336 + 2),
+           (_block(128, 384), _block(4096, 14336))],
+    notes="164,098 per block at our width (the table: (665,096 - 8,704) / 4; 4 blocks are 71% of the 0.92M LM), "
+          "655,874 at twice the width (4x: the D^2 and D*F terms dominate); 184.6M at 8B width: the lecture's "
+          "'substantial numbers of additional trainable parameters'.",
 ))

@@ -584,8 +584,10 @@ checks.exercise("07.assistant_labels", my_assistant_labels);
 # %% [markdown]
 # **3.** Our gated cross-attention block has two RMSNorms (a weight of $D$ each), four $D \times D$ projections
 # without bias (queries, keys, values, output), a feed-forward $D \to F \to D$ without bias, and two gates.
-# How many parameters does one block add (a) to our LM ($D = 128$, $F = 384$; the table of section 6 counts 4
-# such blocks plus a linear projector the size of the linear row's as "trainable, stage 1") and (b) to an LM of Llama 3.1 8B's width ($D = 4096$, $F = 14336$)? Answer `(a, b)`.
+# Check your count at our width first ($D = 128$, $F = 384$): section 6's table counts 4 such blocks plus a
+# linear projector the size of the linear row's as "trainable, stage 1". Then, how many parameters does one block
+# add (a) to an LM twice our width ($D = 256$, $F = 768$) and (b) to an LM of Llama 3.1 8B's width
+# ($D = 4096$, $F = 14336$)? Answer `(a, b)`.
 
 # %%
 xattn_block_params = ...
