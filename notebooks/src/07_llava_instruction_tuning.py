@@ -342,6 +342,8 @@ for name, label in [("llava_cmp_linear", "linear (LLaVA)"), ("llava_cmp_mlp", "M
                  *(f"{cmp_acc[label][q]:.0%}" for q in (*vqa.QUESTION_TYPES, "overall"))])
 report.table(["connector", "feature width", "trainable, stage 1", "trainable, stage 2", "image tokens in the LM's sequence",
               "s / step, stage 2 (script, 1 thread)", *vqa.QUESTION_TYPES, "overall"], rows)
+print(f"the unfrozen-tower row's stage 2 (its checkpoint's record): {c['stage']['batch_size']} conversations a step, "
+      f"one peak learning rate, {c['stage']['lr']}, for the connector, the LM and the tower")
 
 # %% [markdown]
 # Read the table for yourself before the exercises: which connector answers best after 800 steps, what the
