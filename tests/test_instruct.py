@@ -319,3 +319,45 @@ def test_the_unfrozen_tower_model_loads_on_a_copy_of_the_tower():
     assert model.vision_tower is not tower
     assert all(torch.equal(before[n], p) for n, p in tower.named_parameters())
     assert any(not torch.equal(before[n].half(), p.half()) for n, p in model.vision_tower.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def probe():
+    import importlib.util
+
+    from utils import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("probe_instruct_limits", REPO_ROOT / "scripts" / "probe_instruct_limits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_held_out_items_are_notebook_07s(probe):
+    """The probes score the held-out questions notebook 07 scores (its items come from rendered images)."""
+    items = probe.held_out_items(10)
+    ds = vqa.make_vqa_dataset(10, seed=instruct.DATA_RECIPE["test"]["seed"])
+    assert [(it["question"], it["answer"]) for it in items] == [(q, c[a]) for q, c, a in
+                                                                zip(ds["question"], ds["choices"], ds["answer"])]
+
+
+def test_probe_longer_lm_smoke(probe):
+    """A 2-step run: the held-out blocks are the ones lm_shapes was scored on (its recorded perplexity)."""
+    import json
+
+    from utils import DATA_DIR
+
+    out = probe.longer_lm(n_docs=40, steps=2, batch_size=2, n_items=10)
+    recorded = json.loads((DATA_DIR / "checkpoints" / "lm_shapes.json").read_text())["heldout_perplexity"]
+    assert out["shipped_perplexity"] == pytest.approx(recorded, abs=1e-3)
+    assert out["perplexity"] > out["shipped_perplexity"] and out["train_tokens"] == 2 * 2 * 128
+    for kind in ("blind", "described"):
+        assert set(out[kind]) == {*vqa.QUESTION_TYPES, "overall"} and all(0 <= v <= 1 for v in out[kind].values())
+
+
+def test_probe_question_rows_smoke(probe):
+    """A 3-step run: more one-turn rows than scenes, evaluated after stage 1, at step 2 and at the end."""
+    out = probe.question_rows(steps=3, reps=1, eval_every=2, stage1=1)
+    assert out["scenes"] == instruct.DATA_RECIPE["train"]["n"] and out["rows"] > 2 * out["scenes"]
+    assert [r["step"] for r in out["results"]] == [0, 2, 3]
+    assert all(0 <= r["overall"] <= 1 for r in out["results"])
