@@ -12,8 +12,8 @@ question_rows: is the conversation format or the number of distinct questions th
     stage 2 (connector + LM) as scripts/train_llava_instruct.py trains them, with held-out accuracy every
     `eval_every` steps.
 
-    python scripts/probe_instruct_limits.py longer_lm                    # 40,000 documents, 1,500 x 16 blocks (7 min)
-    python scripts/probe_instruct_limits.py question_rows mlp2x_gelu     # 5,000 stage-2 steps (14 min, one thread)
+    python scripts/probe_instruct_limits.py longer_lm                    # 40,000 documents, 1,500 x 16 blocks (6.7 min alone)
+    python scripts/probe_instruct_limits.py question_rows cross_attention  # 5,000 stage-2 steps (17 min alone)
 Deterministic (seeds); longer_lm uses two threads, question_rows one (two may run side by side on 2 cores).
 """
 import argparse
@@ -44,13 +44,18 @@ def held_out_items(n: int = instruct.DATA_RECIPE["test"]["n"]) -> list[dict]:
 
 
 def text_accuracy(model, tokenizer, items: list[dict]) -> dict[str, dict]:
-    """Exact-match accuracy of an LM on `items`, blind and with each scene's true description before the question."""
+    """Exact-match accuracy of an LM on `items`, blind and with each scene's true description before the
+    question, and how many different answers it gave to each kind of question with the description."""
     tiny = instruct.new_instruct_model(model, llava.load_clip_vision_tower(), 67)   # answer_items takes a TinyLlava
     unused = torch.zeros(len(items), 1, 67)                                           # no image: features unused
     described = [f"{instruct.describe(shapes.Scene.from_json(it['scene']))}\n{it['question']}" for it in items]
-    return {kind: _rounded(instruct.answer_accuracy(
-                instruct.answer_items(tiny, unused, questions, tokenizer, image=False, max_new_tokens=12), items))
-            for kind, questions in (("blind", [it["question"] for it in items]), ("described", described))}
+    out = {}
+    for kind, questions in (("blind", [it["question"] for it in items]), ("described", described)):
+        answers = instruct.answer_items(tiny, unused, questions, tokenizer, image=False, max_new_tokens=12)
+        out[kind] = _rounded(instruct.answer_accuracy(answers, items))
+    out["described_distinct_answers"] = {q: len({a.strip() for a, it in zip(answers, items) if it["qtype"] == q})
+                                         for q in vqa.QUESTION_TYPES}
+    return out
 
 
 def longer_lm(n_docs: int = 40_000, steps: int = 1_500, batch_size: int = 16, n_items: int = 400) -> dict:

@@ -353,6 +353,8 @@ def test_probe_longer_lm_smoke(probe):
     assert out["perplexity"] > out["shipped_perplexity"] and out["train_tokens"] == 2 * 2 * 128
     for kind in ("blind", "described"):
         assert set(out[kind]) == {*vqa.QUESTION_TYPES, "overall"} and all(0 <= v <= 1 for v in out[kind].values())
+    assert set(out["described_distinct_answers"]) == set(vqa.QUESTION_TYPES)
+    assert all(1 <= n <= 2 for n in out["described_distinct_answers"].values())   # 2 items per kind
 
 
 def test_probe_question_rows_smoke(probe):

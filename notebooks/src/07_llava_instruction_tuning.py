@@ -271,11 +271,16 @@ report.table(["the pretrained LM", *vqa.QUESTION_TYPES, "overall"],
               for k, v in (("blind (no image)", acc["blind (LM as is, no image)"]),
                            ("the true description as text", read_acc))])
 print(f"example: {read_questions[0]!r}\n  the LM: {read_answers[0]!r}; the answer: {items[0]['answer']!r}")
+said = {q: Counter(a.strip() for a, it in zip(read_answers, items) if it["qtype"] == q) for q in vqa.QUESTION_TYPES}
+print("different answers it gave, per kind of question:")
+for q, c in said.items():
+    print(f"  {q:7s} {len(c)}, the commonest {c.most_common(1)[0][0]!r} ({c.most_common(1)[0][1]} of {sum(c.values())})")
 
 # %% [markdown]
 # With the scene written out in words, the pretrained LM answers 18.0% of the questions, against 17.0% with no
-# scene at all: it does not do the lookup even in text, although its pretraining text holds question-answer
-# documents of this form. LLaVA's recipe starts from an LLM that already answers questions about what is in its
+# scene at all. Its answers do not depend on the scene: it says "yellow" to all 80 colour questions and
+# "triangle" to all 80 shape questions. From its pretraining text, which holds question-answer documents of
+# this form, it has learned what an answer looks like, but not to read it from its context. LLaVA's recipe starts from an LLM that already answers questions about what is in its
 # context, so that the image tokens only have to bring the content in. Ours does not, so stage 2 has to teach
 # the lookup itself, from 3,000 scenes. Notebook 05's classifier reads the same region features with a question
 # attention built for this lookup; it picked the right one of 4 offered answers (chance 25%) for 88.4% of its
