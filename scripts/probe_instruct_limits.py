@@ -38,23 +38,19 @@ def _rounded(acc: dict) -> dict:
 
 def held_out_items(n: int = instruct.DATA_RECIPE["test"]["n"]) -> list[dict]:
     """Notebook 07's held-out questions (notebook 05's test items), without rendering their images."""
-    ds = vqa.make_vqa_dataset(n, seed=instruct.DATA_RECIPE["test"]["seed"], images=False)
-    return [dict(qtype=q, question=t, answer=c[a], scene=s)
-            for q, t, c, a, s in zip(ds["qtype"], ds["question"], ds["choices"], ds["answer"], ds["scene"])]
+    return instruct.dataset_items(vqa.make_vqa_dataset(n, seed=instruct.DATA_RECIPE["test"]["seed"], images=False))
 
 
 def text_accuracy(model, tokenizer, items: list[dict]) -> dict[str, dict]:
     """Exact-match accuracy of an LM on `items`, blind and with each scene's true description before the
     question, and how many different answers it gave to each kind of question with the description."""
     tiny = instruct.new_instruct_model(model, llava.load_clip_vision_tower(), 67)   # answer_items takes a TinyLlava
-    unused = torch.zeros(len(items), 1, 67)                                           # no image: features unused
-    described = [f"{instruct.describe(shapes.Scene.from_json(it['scene']))}\n{it['question']}" for it in items]
     out = {}
-    for kind, questions in (("blind", [it["question"] for it in items]), ("described", described)):
-        answers = instruct.answer_items(tiny, unused, questions, tokenizer, image=False, max_new_tokens=12)
+    for kind, questions in (("blind", [it["question"] for it in items]),
+                            ("described", [instruct.described_question(it) for it in items])):
+        answers = instruct.answer_items(tiny, None, questions, tokenizer, image=False, max_new_tokens=12)
         out[kind] = _rounded(instruct.answer_accuracy(answers, items))
-    out["described_distinct_answers"] = {q: len({a.strip() for a, it in zip(answers, items) if it["qtype"] == q})
-                                         for q in vqa.QUESTION_TYPES}
+    out["described_distinct_answers"] = {q: len(c) for q, c in instruct.answers_by_kind(answers, items).items()}
     return out
 
 
@@ -65,11 +61,9 @@ def longer_lm(n_docs: int = 40_000, steps: int = 1_500, batch_size: int = 16, n_
     env.seed_everything(0)
     recipe = lm_data.COURSE_RECIPE
     shipped, tokenizer = lm.load_pretrained("lm_shapes")
-    tok = tokenizer.backend_tokenizer
-    blocks = lm_data.pack([e.ids for e in tok.encode_batch(lm_data.make_corpus(n_docs, recipe["seed_train"]))],
-                          recipe["block"])                                                       # (n, L)
-    test = lm_data.pack([e.ids for e in tok.encode_batch(lm_data.make_corpus(recipe["n_test_docs"], recipe["seed_test"]))],
-                        recipe["block"])                                                         # (n, L)
+    blocks = lm_data.pack_documents(tokenizer, lm_data.make_corpus(n_docs, recipe["seed_train"]), recipe["block"])
+    test = lm_data.pack_documents(tokenizer, lm_data.make_corpus(recipe["n_test_docs"], recipe["seed_test"]),
+                                  recipe["block"])                                            # (n, L)
     torch.manual_seed(recipe["train"]["seed"])
     model = lm.LM(shipped.cfg)
     cfg = training.TrainConfig(**dict(recipe["train"], steps=steps, batch_size=min(batch_size, len(blocks)), warmup=50),
@@ -118,14 +112,9 @@ def question_rows(connector: str = "mlp2x_gelu", steps: int = 5_000, reps: int =
     start = time.perf_counter()
     instruct.train_stage(model, rows, dict(STAGE, steps=stage1, seed=0), projector_only=True, progress=False)
     evaluate(model, 0)
-    params = [p for n, p in model.named_parameters() if not n.startswith("vision_tower.")]
-    model.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    step = iter(range(eval_every, steps + 1, eval_every))
-    training.train(model, (rows["f_train"], ids, labels), instruct.rows_loss,
-                   training.TrainConfig(**STAGE, steps=steps, seed=1, progress=False, eval_every=eval_every),
-                   eval_fn=lambda m: evaluate(m, next(step, steps)), params=params)
+    step = iter(range(eval_every, steps + 1, eval_every))                   # the steps eval_fn is called at
+    instruct.train_stage(model, rows, dict(STAGE, steps=steps, seed=1, eval_every=eval_every), projector_only=False,
+                         progress=False, eval_fn=lambda m: evaluate(m, next(step, steps)))
     print(f"{connector}: {time.perf_counter() - start:.0f} s", flush=True)
     return dict(rows=len(convs), scenes=len(data["conversations"]), results=results)
 

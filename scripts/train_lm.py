@@ -27,8 +27,8 @@ def main(steps: int | None = None) -> None:
     train_docs = lm_data.make_corpus(recipe["n_train_docs"], recipe["seed_train"])
     test_docs = lm_data.make_corpus(recipe["n_test_docs"], recipe["seed_test"])
     tok = lm_data.train_tokenizer(train_docs, recipe["vocab_size"])
-    blocks = lm_data.pack([e.ids for e in tok.encode_batch(train_docs)], recipe["block"])       # (n, L)
-    test = lm_data.pack([e.ids for e in tok.encode_batch(test_docs)], recipe["block"])          # (n, L)
+    blocks = lm_data.pack_documents(tok, train_docs, recipe["block"])          # (n, L)
+    test = lm_data.pack_documents(tok, test_docs, recipe["block"])             # (n, L)
     print(f"corpus: {len(train_docs)} documents, {blocks.numel()} tokens in {len(blocks)} blocks of "
           f"{recipe['block']}; held out {test.numel()} tokens; vocabulary {tok.get_vocab_size()} "
           f"({time.perf_counter() - start:.0f} s)")

@@ -185,11 +185,29 @@ def test_answer_items_equal_one_by_one_generation(tok):
         one = model.language_model.generate(inputs_embeds=embeds, max_new_tokens=5, eos_token_id=end)
         assert a == tok.decode(one[0], skip_special_tokens=True)
     blind = instruct.answer_items(model, feats, questions, tok, max_new_tokens=5, image=False)
+    assert instruct.answer_items(model, None, questions, tok, max_new_tokens=5, image=False) == blind  # unused
     ids = torch.tensor([tok(instruct.prompt_text(questions[1], image=False))["input_ids"]])
     assert blind[1] == tok.decode(model.language_model.generate(ids, max_new_tokens=5, eos_token_id=end)[0],
                                   skip_special_tokens=True)  # the LM alone, on the prompt without <image>
     with pytest.raises(ValueError, match="features"):
         instruct.answer_items(model, feats[:2], questions, tok)
+    with pytest.raises(ValueError, match="features"):
+        instruct.answer_items(model, None, questions, tok)
+
+
+def test_dataset_items_described_questions_and_answers_by_kind():
+    ds = vqa.make_vqa_dataset(10, seed=4, images=False)
+    items = instruct.dataset_items(ds)
+    assert [it["answer"] for it in items] == [c[a] for c, a in zip(ds["choices"], ds["answer"])]
+    assert [it["qtype"] for it in items] == ds["qtype"] and [it["scene"] for it in items] == ds["scene"]
+    first = instruct.described_question(items[0])
+    assert first == instruct.describe(shapes.Scene.from_json(ds["scene"][0])) + "\n" + ds["question"][0]
+    by_kind = instruct.answers_by_kind([" red "] + ["x"] * 9, items)                 # stripped, counted per kind
+    first_kind = sum(it["qtype"] == items[0]["qtype"] for it in items)
+    assert by_kind[items[0]["qtype"]] == Counter({"red": 1, "x": first_kind - 1})
+    assert sum(sum(c.values()) for c in by_kind.values()) == 10 and set(by_kind) == set(ds["qtype"])
+    with pytest.raises(ValueError, match="same length"):
+        instruct.answers_by_kind(["red"], items)
 
 
 def test_item_conversations_start_with_the_items_question_and_add_the_writers():
@@ -228,9 +246,12 @@ def test_train_stage_trains_the_connector_alone_then_the_lm_too(tok, connector):
     assert lm_names and connector_names and (connector == "cross_attention") == any(".inserted." in n for n in connector_names)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     run = dict(steps=3, batch_size=4, lr=1e-2, warmup=1, weight_decay=0.0)
-    hist = instruct.train_stage(model, data, run, projector_only=True, progress=False)
+    calls = []
+    hist = instruct.train_stage(model, data, dict(run, eval_every=2), projector_only=True, progress=False,
+                                eval_fn=lambda m: calls.append(m.training) or {})
     after = dict(model.named_parameters())
     assert len(hist.loss) == 3 and all(np.isfinite(hist.loss))
+    assert hist.eval_steps == [2, 3] and len(calls) == 2                                # eval_fn every 2 steps, at the end
     assert all(torch.equal(before[n], after[n]) for n in lm_names)                     # stage 1: the LM is frozen
     assert any(not torch.equal(before[n], after[n]) for n in connector_names)
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("vision_tower."))

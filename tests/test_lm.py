@@ -260,3 +260,13 @@ def test_shipped_lm_and_tokenizer_load():
     words = tok.decode(out[0], skip_special_tokens=True).split()
     assert any(w in words for w in ("circle", "square", "triangle", "cross"))  # a pretrained LM writes captions
     assert lm_data.load_tokenizer().get_vocab() == tok.get_vocab()
+
+
+def test_pack_documents_tokenizes_as_the_wrapped_tokenizer_does():
+    from utils import lm_data
+
+    tok = lm_data.load_tokenizer()
+    docs = lm_data.make_corpus(40, seed=3)
+    want = lm_data.pack([tok(d)["input_ids"] for d in docs], block=16)
+    assert torch.equal(lm_data.pack_documents(tok, docs, 16), want)
+    assert torch.equal(lm_data.pack_documents(tok.backend_tokenizer, docs, 16), want)

@@ -196,14 +196,14 @@ def conversation_rows(tokenizer, conversations: list[list[tuple]], image: bool =
 
 
 @torch.no_grad()
-def answer_items(model, features: torch.Tensor, questions: list[str], tokenizer, max_new_tokens: int = 48,
+def answer_items(model, features: torch.Tensor | None, questions: list[str], tokenizer, max_new_tokens: int = 48,
                  image: bool = True, image_first: bool = True) -> list[str]:
     """Greedy answers of a `utils.llava.TinyLlava` to one question per image, from cached image features
     (n, N, D_v): prompts of the same token length are generated as one batch (with the KV cache), so no
-    padding is needed. With `image=False` the LM answers blind (the features are not used)."""
+    padding is needed. With `image=False` the LM answers blind and `features` is not used (it may be None)."""
     from .llava_data import generate_from_features
 
-    if not isinstance(features, torch.Tensor) or features.dim() != 3 or len(features) != len(questions):
+    if image and (not isinstance(features, torch.Tensor) or features.dim() != 3 or len(features) != len(questions)):
         raise ValueError(f"features must be (n, N, D_v) with n = len(questions) = {len(questions)}, "
                          f"got {getattr(features, 'shape', type(features).__name__)}")
     validate.integer("max_new_tokens", max_new_tokens, min=1)
@@ -243,6 +243,21 @@ def test_items(n_per_type: int, seed: int = 0, canvas: int = 32) -> list[dict]:
         scene = sample_scene(rng, int(rng.integers(1, 5)), canvas)
         items.append(dict(scene=scene, qtype="describe", question=DESCRIBE_PROMPT, answer=describe(scene)))
     return items
+
+
+def described_question(item: dict) -> str:
+    """The item's question after its scene's true description, for the LM to read without an image."""
+    return f"{describe(shapes.Scene.from_json(item['scene']))}\n{item['question']}"
+
+
+def answers_by_kind(answers: list[str], items: list[dict]) -> dict[str, Counter]:
+    """How often each answer (stripped) was given, per question kind present in `items`."""
+    if len(answers) != len(items):
+        raise ValueError(f"answers and items must be of the same length, got {len(answers)} and {len(items)}")
+    out: dict[str, Counter] = {}
+    for a, it in zip(answers, items):
+        out.setdefault(it["qtype"], Counter())[a.strip()] += 1
+    return out
 
 
 def description_objects(text: str) -> Counter:
@@ -338,11 +353,15 @@ def instruct_data(tokenizer, tower, layers: tuple[int, ...] = (), recipe: dict =
     f_test, _ = vqa_model.object_features(test_ds.with_format("numpy")["image"], tower, layers=tuple(layers))
     convs = item_conversations(train_ds, **recipe["conversations"])
     ids, labels = conversation_rows(tokenizer, convs)
-    items = [dict(qtype=q, question=text, answer=c[a], scene=s)
-             for q, text, c, a, s in zip(test_ds["qtype"], test_ds["question"], test_ds["choices"], test_ds["answer"],
-                                         test_ds["scene"])]
+    items = dataset_items(test_ds)
     return dict(f_train=f_train, train_ids=ids, train_labels=labels, conversations=convs, f_test=f_test,
                 items=items, questions=[it["question"] for it in items], train_ds=train_ds, test_ds=test_ds)
+
+
+def dataset_items(ds) -> list[dict]:
+    """A `utils.vqa.make_vqa_dataset`'s items as held-out items: qtype, question, the answer in words, scene (JSON)."""
+    return [dict(qtype=q, question=text, answer=c[a], scene=s)
+            for q, text, c, a, s in zip(ds["qtype"], ds["question"], ds["choices"], ds["answer"], ds["scene"])]
 
 
 def tower_crops(recipe: dict = DATA_RECIPE) -> dict:
@@ -426,10 +445,11 @@ def tower_rows_loss(model, batch) -> torch.Tensor:
 
 
 def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progress: bool = True,
-                tower: bool = False):
+                tower: bool = False, eval_fn=None):
     """LLaVA's stage 1 (`projector_only`: the LM frozen) or stage 2 (projector and LM; for the
     cross-attention connector the gated blocks count as the connector). `tower`: train the vision tower too,
-    from `tower_crops`' crops in `data` (the tower's features are recomputed every step)."""
+    from `tower_crops`' crops in `data` (the tower's features are recomputed every step). `eval_fn` is
+    `utils.training.train`'s, run every `train_cfg["eval_every"]` steps and at the end."""
     from .training import TrainConfig, train
 
     if tower and projector_only:
@@ -446,6 +466,6 @@ def train_stage(model, data: dict, train_cfg: dict, projector_only: bool, progre
         p.requires_grad_(True)
     if tower:
         rows = (data["train_crops"], data["train_geometry"], data["train_valid"], data["train_ids"], data["train_labels"])
-        return train(model, rows, tower_rows_loss, TrainConfig(**train_cfg, progress=progress), params=params)
+        return train(model, rows, tower_rows_loss, TrainConfig(**train_cfg, progress=progress), eval_fn, params)
     return train(model, (data["f_train"], data["train_ids"], data["train_labels"]), rows_loss,
-                 TrainConfig(**train_cfg, progress=progress), params=params)
+                 TrainConfig(**train_cfg, progress=progress), eval_fn, params)

@@ -170,6 +170,12 @@ def pack(token_lists: list[list[int]], block: int, eot_id: int = 0) -> torch.Ten
     return torch.tensor(stream[:n * block], dtype=torch.long).view(n, block)  # (n, L)
 
 
+def pack_documents(tokenizer, docs: list[str], block: int) -> torch.Tensor:
+    """`pack` of `docs` tokenized by a `tokenizers.Tokenizer` (or the transformers tokenizer wrapping one)."""
+    tok = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return pack([e.ids for e in tok.encode_batch(docs)], block)  # (n, block)
+
+
 @torch.no_grad()
 def perplexity(model, blocks: torch.Tensor, batch_size: int = 64) -> float:
     """exp(mean next-token cross-entropy) of `model` (a `utils.lm.LM`) over packed `blocks` (n, L)."""

@@ -138,7 +138,7 @@ print(f"held-out exact match after {LIVE_STEPS} steps: {live_acc['overall']:.1%}
 
 # %%
 blind_model = instruct.new_instruct_model(language_model, tower, f_test.shape[-1])
-answers = {"blind (LM as is, no image)": instruct.answer_items(blind_model, f_test, data["questions"], tokenizer,
+answers = {"blind (LM as is, no image)": instruct.answer_items(blind_model, None, data["questions"], tokenizer,
                                                                max_new_tokens=12, image=False)}
 models, cfgs = {}, {}
 for label, name in (("MLP, after stage 1", "llava_instruct_stage1"), ("MLP, after stage 2", "llava_instruct"),
@@ -193,8 +193,7 @@ fig.suptitle("held-out scenes, two of each question kind: the answers after stag
 
 # %%
 model = models[best]
-train_items = [dict(qtype=q, question=t, answer=c[a]) for q, t, c, a in
-               zip(*(data["train_ds"][:400][k] for k in ("qtype", "question", "choices", "answer")))]
+train_items = instruct.dataset_items(data["train_ds"].select(range(400)))
 train_answers = instruct.answer_items(model, data["f_train"][:400], [it["question"] for it in train_items], tokenizer,
                                      max_new_tokens=12)
 seen = instruct.answer_accuracy(train_answers, train_items)
@@ -263,17 +262,16 @@ report.table(["question", "right", "wrong: another object's", "wrong: in no obje
 # (`lm_data.make_document`'s question-answer documents, whose answer is in the text):
 
 # %%
-read_questions = [f"{instruct.describe(shapes.Scene.from_json(it['scene']))}\n{it['question']}" for it in items]
-read_answers = instruct.answer_items(blind_model, f_test, read_questions, tokenizer, image=False, max_new_tokens=12)
+read_questions = [instruct.described_question(it) for it in items]
+read_answers = instruct.answer_items(blind_model, None, read_questions, tokenizer, image=False, max_new_tokens=12)
 read_acc = instruct.answer_accuracy(read_answers, items)
 report.table(["the pretrained LM", *vqa.QUESTION_TYPES, "overall"],
              [[k, *(f"{v[q]:.1%}" for q in (*vqa.QUESTION_TYPES, "overall"))]
               for k, v in (("blind (no image)", acc["blind (LM as is, no image)"]),
                            ("the true description as text", read_acc))])
 print(f"example: {read_questions[0]!r}\n  the LM: {read_answers[0]!r}; the answer: {items[0]['answer']!r}")
-said = {q: Counter(a.strip() for a, it in zip(read_answers, items) if it["qtype"] == q) for q in vqa.QUESTION_TYPES}
 print("different answers it gave, per kind of question:")
-for q, c in said.items():
+for q, c in instruct.answers_by_kind(read_answers, items).items():
     print(f"  {q:7s} {len(c)}, the commonest {c.most_common(1)[0][0]!r} ({c.most_common(1)[0][1]} of {sum(c.values())})")
 
 # %% [markdown]
