@@ -17,7 +17,8 @@ MANIFEST = DATA_DIR / "MANIFEST"
 SCRIPTS = REPO_ROOT / "scripts"
 # the script that makes a shipped file, by the start of its path (others are found by searching scripts/)
 MAKERS = {"data/speech/": "scripts/make_speech_data.py", "data/checkpoints/clip_": "scripts/train_clip.py",
-          "data/checkpoints/vit_shapes": "scripts/train_vit_shapes.py"}
+          "data/checkpoints/vit_shapes": "scripts/train_vit_shapes.py",
+          "data/checkpoints/smol_assistant": "scripts/train_smol_assistant.py"}
 _MANIFESTS: dict[tuple, dict[str, str]] = {}  # the last manifest read, by (path, size, mtime)
 _HASHES: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256: each shipped file is hashed once per process
 
@@ -141,6 +142,24 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
     save_file(tensors, str(path.with_suffix(".safetensors")))
     path.with_suffix(".json").write_text(text)
     return path.with_suffix(".safetensors")
+
+
+def read_json(path: str | Path, verify: bool | None = None) -> dict:
+    """A shipped JSON record (a script's results without weights), checked against data/MANIFEST when under data/."""
+    path = _as_path("path", path)
+    if verify is None:
+        verify = DATA_DIR.resolve() in path.resolve().parents
+    if verify:
+        verify_file(path)
+    elif not path.is_file():
+        raise FileNotFoundError(f"{path.name} not found; {maker_script(path)} makes it")
+    try:
+        out = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path.name} is not valid JSON ({e})") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{path.name} must hold a JSON object, got {type(out).__name__}")
+    return out
 
 
 def load_checkpoint(path: str | Path, verify: bool | None = None) -> tuple[dict[str, torch.Tensor], dict]:

@@ -169,7 +169,7 @@ class SmolLlava(nn.Module):
     def generate(self, features: torch.Tensor, input_ids: torch.Tensor, **generate_kwargs) -> torch.Tensor:
         """(B, S) new tokens; every row must have the same prompt (no padding); greedy unless told otherwise."""
         embeds, _ = self.embed(features, input_ids)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         kw = dict(do_sample=False, pad_token_id=self.language_model.config.pad_token_id) | generate_kwargs
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kw)
 
@@ -242,6 +242,14 @@ def blind_description(language_model, tokenizer, max_new_tokens: int = 40) -> st
     out = language_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
                                   do_sample=False, eos_token_id=end, pad_token_id=language_model.config.pad_token_id)
     return tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).strip()
+
+
+def answer_questions(images, questions: list[str], **kwargs) -> list[str]:
+    """The visual assistant of notebook 07 (`utils.assistant.answer_questions`, re-exported here): uint8 images
+    (n, 32, 32, 3) and n questions in, n greedy answers out, from the shipped connector and LoRA adapters."""
+    from .assistant import answer_questions as answer
+
+    return answer(images, questions, **kwargs)
 
 
 PROJECTOR_CHECKPOINT = "smollm_projector"
