@@ -146,7 +146,7 @@ def test_batch_rows_cover_each_epoch_once():
 @pytest.fixture(scope="module")
 def scenes_and_images():
     ds = vqa.make_vqa_dataset(6, seed=5)
-    return ds.with_format("numpy")["image"], list(ds["question"])
+    return np.asarray(ds.with_format("numpy")["image"]), list(ds["question"])
 
 
 def test_answer_questions_batched_equals_one_at_a_time(tok, scenes_and_images):

@@ -351,7 +351,7 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     validate.integer("n", n, min=1)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))   # no -1e-17 at p = 0
 
 
 def accuracy_with_interval(predictions: list[str], items: list[dict]) -> dict[str, tuple[float, float, float, int]]:
