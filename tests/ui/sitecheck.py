@@ -41,7 +41,8 @@ TQDM_TEXT = uilab.TQDM_TEXT
 class PageExpect:
     images: int = 0       # image outputs (<img> in the page's cell outputs)
     audio: int = 0        # audio players
-    md_tables: int = 0    # Markdown tables: text/markdown outputs and Markdown cells holding one
+    md_tables: int = 0    # Markdown tables in text/markdown outputs
+    md_cell_tables: int = 0  # Markdown cells holding a table (rendered outside the cell outputs)
     math: int = 0         # Markdown cells with $...$ math
 
 
@@ -54,8 +55,8 @@ def expected_from_notebook(path: Path) -> PageExpect:
         exp.md_tables += cell.md_tables
         exp.math += cell.math
     nb = json.loads(path.read_text())
-    exp.md_tables += sum(bool(uilab.MD_TABLE_RULE.search(uilab._text(c["source"])))
-                         for c in nb["cells"] if c["cell_type"] == "markdown")
+    exp.md_cell_tables = sum(bool(uilab.MD_TABLE_RULE.search(uilab._text(c["source"])))
+                             for c in nb["cells"] if c["cell_type"] == "markdown")
     return exp
 
 
@@ -258,7 +259,10 @@ def check_notebook_page(state: dict, path: Path, base: str, report: PageReport, 
     if len(state["audio"]) != exp.audio:
         p.append(f"{len(state['audio'])} audio players on the page, the notebook has {exp.audio}")
     if state["outputTables"] < exp.md_tables:
-        p.append(f"{exp.md_tables} Markdown tables in the notebook, {state['outputTables']} rendered as <table>")
+        p.append(f"{exp.md_tables} Markdown tables in the notebook's outputs, {state['outputTables']} rendered as <table>")
+    if state["tables"] < exp.md_tables + exp.md_cell_tables:
+        p.append(f"{exp.md_tables + exp.md_cell_tables} Markdown tables in the notebook (outputs and Markdown cells), "
+                 f"{state['tables']} <table> on the page")
     if exp.math and not state["mathTypeset"]:
         p.append(f"{exp.math} Markdown cells with math, nothing typeset by MathJax")
     want_nav = [f"/notebooks/{nb.stem}.html" for nb in NOTEBOOKS]
