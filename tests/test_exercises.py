@@ -49,6 +49,24 @@ def test_wrong_answers_fail_and_stubs_are_not_attempted(key, contexts):
     assert checks.grade(ex, stub, ctx)[0] == checks.NOT_ATTEMPTED
 
 
+@pytest.mark.parametrize("key", [k for k in KEYS if REGISTRY[k].kind == "function"])
+def test_the_reference_or_a_utils_function_handed_in_is_not_correct(key, contexts):
+    """A function exercise passes only for code the student wrote: the reference itself, a copy of its code
+    object and any `utils` function are refused, with a line saying to write it."""
+    import types
+
+    ex = REGISTRY[key]
+    ref = ex.expected
+    handed = [ref]
+    if isinstance(ref, types.FunctionType):
+        handed.append(types.FunctionType(ref.__code__, ref.__globals__, "mine", ref.__defaults__, ref.__closure__))
+    for answer in handed:
+        status, message = checks.grade(ex, answer, contexts(ex))
+        assert status == checks.FAIL and "write the function yourself" in message, f"{key}: {status} {message}"
+    status, message = checks.grade(ex, checks.compare_values, contexts(ex))     # any utils function
+    assert status == checks.FAIL and "write the function yourself" in message, f"{key}: {message}"
+
+
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_notebook_exercises_are_registered_and_hide_their_answers(src):
     text = src.read_text()

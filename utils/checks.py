@@ -133,6 +133,18 @@ def compare_values(got: Any, want: Any, atol: float = 0.0, rtol: float = 0.0, wh
     return f"{what} differs in {(got_t != want_t).sum().item()} of {want_t.numel()} entries"
 
 
+def _library_function(answer: Any, reference: Callable) -> str | None:
+    """The name of the course function `answer` is (the reference itself, a function with the reference's code,
+    or any function of `utils`), or None for the student's own."""
+    code = getattr(answer, "__code__", None)
+    if answer is reference or (code is not None and code is getattr(reference, "__code__", None)):
+        return f"the reference `{getattr(reference, '__qualname__', 'function')}`"
+    module = getattr(answer, "__module__", None) or ""
+    if module == "utils" or module.startswith("utils."):
+        return f"the course's `{module}.{getattr(answer, '__qualname__', '')}`"
+    return None
+
+
 def grade(ex, answer: Any, context: dict | None = None) -> tuple[str, str]:
     """Grade `answer` against the exercise `ex` (a `solutions.Exercise`): (PASS | FAIL | NOT_ATTEMPTED, message)."""
     context = context or {}
@@ -147,6 +159,9 @@ def grade(ex, answer: Any, context: dict | None = None) -> tuple[str, str]:
         if _untouched(answer):
             return NOT_ATTEMPTED, "write the function and run the cell again"
         return FAIL, f"the answer should be a function, got {type(answer).__name__}"
+    given = _library_function(answer, ex.expected)
+    if given:
+        return FAIL, f"that is {given} itself: write the function yourself (the check compares against it)"
     cases = ex.cases(**context)
     for i, args in enumerate(cases, 1):
         try:
