@@ -23,6 +23,7 @@ import torch
 from . import DATA_DIR, checkpoints, instruct, validate, vqa
 from .shapes import Scene
 from .progress import progress
+from .training import lr_factor
 from .smollm import SmolLlava, add_image_token, load_smollm2
 
 CHECKPOINT = "smol_assistant"          # data/checkpoints/smol_assistant.{safetensors,json}: connector + LoRA, float16
@@ -225,13 +226,6 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
     return order[i * batch_size:(i + 1) * batch_size]
 
 
-def lr_factor(step: int, cfg: StageConfig) -> float:
-    """Linear warm-up, then cosine decay to 0 (as `utils.training.lr_at`), as a factor of the peak rate."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    return 0.5 * (1 + float(np.cos(np.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
-
-
 def text_loss(model: SmolLlava, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The LM's next-token loss on text-only rows (no `<image>`): the text-reading ceiling's training."""
     from .llava_data import trim_to_labels
@@ -285,7 +279,7 @@ def train_stage(model: SmolLlava, rows: tuple[torch.Tensor, torch.Tensor, torch.
     for step in bar:
         t0 = time.perf_counter()
         for g in opt.param_groups:
-            g["lr"] = g["peak"] * lr_factor(step, cfg)
+            g["lr"] = g["peak"] * lr_factor(step, cfg.steps, cfg.warmup)
         idx = batch_rows(step, len(ids), cfg.batch_size, cfg.seed)
         loss = text_loss(model, ids[idx], labels[idx]) if features is None else model.loss(features[idx], ids[idx],
                                                                                               labels[idx])
@@ -386,6 +380,15 @@ def load_assistant(name: str = CHECKPOINT, source=None, online: bool = False) ->
         load_trainable(model, state)
         _LOADED[key] = (model.eval(), tokenizer, cfg)
     return _LOADED[key]
+
+
+def load_stage1(language_model, tokenizer, name: str = f"{CHECKPOINT}_stage1") -> tuple[SmolLlava, dict]:
+    """The shipped model after stage 1 on `language_model` itself (shared, not copied; stage 1 never changes it):
+    SmolLM2 with the connector trained on descriptions, hash-checked. Returns (model, its config)."""
+    state, cfg = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / name)
+    model = new_model(language_model, tokenizer, cfg["feature_dim"], copy_lm=False)
+    load_trainable(model, state)
+    return model.eval(), cfg
 
 
 def answer_questions(images, questions: list[str], model=None, tokenizer=None, tower=None,

@@ -153,12 +153,16 @@ def read_json(path: str | Path, verify: bool | None = None) -> dict:
         verify_file(path)
     elif not path.is_file():
         raise FileNotFoundError(f"{path.name} not found; {maker_script(path)} makes it")
+    return _json_object(path)
+
+
+def _json_object(path: Path, what: str = "a JSON object") -> dict:
     try:
         out = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path.name} is not valid JSON ({e})") from None
     if not isinstance(out, dict):
-        raise ValueError(f"{path.name} must hold a JSON object, got {type(out).__name__}")
+        raise ValueError(f"{path.name} must hold {what}, got {type(out).__name__}")
     return out
 
 
@@ -181,10 +185,4 @@ def load_checkpoint(path: str | Path, verify: bool | None = None) -> tuple[dict[
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{weights.name} is not a safetensors file ({e}); checkpoints are written by "
                          f"save_checkpoint") from None
-    try:
-        cfg = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config.name} is not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{config.name} must hold a JSON object (the config), got {type(cfg).__name__}")
-    return state, cfg
+    return state, _json_object(config, "a JSON object (the config)")

@@ -48,13 +48,18 @@ class History:
     seconds: float = 0.0                                      # wall time of the loop
 
 
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`: the share of the peak rate at `step`."""
+    validate.integer("step", step, min=0)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up then cosine decay: the learning rate at `step`."""
-    validate.integer("step", step, min=0)
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+    return cfg.lr * lr_factor(step, cfg.steps, cfg.warmup)
 
 
 def batches(tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator):

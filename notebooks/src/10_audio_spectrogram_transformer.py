@@ -219,7 +219,7 @@ with torch.no_grad():
     train_acc_image = training.accuracy(ast_image(X[is_train]), y[is_train])
 print(f"{hist_image.seconds:.1f} s; accuracy on the {int((~is_train).sum())} clips of the held-out voices: "
       f"{acc_image:.1%} (training clips {train_acc_image:.1%})")
-assert acc_image >= 0.90, acc_image  # the issue's bar; one held-out clip is 1.1%, so runs differ by a few points
+assert acc_image >= 0.90, acc_image  # the course's target; one held-out clip is 1.1%, so runs differ by a few points
 
 # %% [markdown]
 # Which words does it confuse? The confusion matrix on the held-out voices (rows: the word said):
@@ -499,7 +499,7 @@ print("mistakes (said, written):", [(t, s) for t, s in zip(test_text, said["stag
 swaps = Counter((a, b) for t, s in zip(test_text, said["stage 2: SFT"]) for a, b in zip(t.split(), s.split()) if a != b)
 print(f"{sum(swaps.values())} words written as another word; the commonest (said, written, times):",
       [(a, b, n) for (a, b), n in swaps.most_common(3)])
-assert stage_accuracy["stage 2: SFT"][0] >= 0.90, stage_accuracy  # the issue's bar for held-out voices
+assert stage_accuracy["stage 2: SFT"][0] >= 0.90, stage_accuracy  # the course's target for held-out voices
 assert nearest["stage 1b: projector + encoder"] >= 0.85, nearest
 
 # %% [markdown]

@@ -26,11 +26,8 @@ SHOTS = ROOT / "build" / "site-shots"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
-# a Markdown table rule left as text, e.g. "|---|---|"
-RAW_TABLE = uilab.RAW_TABLE
 # math left as TeX source in the text: "$x$", "$$...$$"
 RAW_MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$\w])\$[^$\n]{1,200}\$", re.S)
-TQDM_TEXT = uilab.TQDM_TEXT
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -230,15 +227,10 @@ def check_common(state: dict, report: PageReport) -> None:
     for line in report.console:
         p.append(f"browser {line}")
     for text in state["texts"]:
-        if RAW_TABLE.search(text):
-            p.append(f"a Markdown table shown as raw text: {text.strip()[:100]!r}")
+        p += uilab.text_problems(text)
         m = RAW_MATH.search(text)
         if m:
             p.append(f"math left as raw TeX in the text: {m.group(0)[:80]!r}")
-        for m in TQDM_TEXT.finditer(text):
-            pct, n, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
-            if pct < 100 or n < total:
-                p.append(f"a progress bar not in its final state: {m.group(0)!r}")
     for raw in state["mathRaw"]:
         p.append(f"math not typeset by MathJax: {raw!r}")
     if state["brokenImages"]:

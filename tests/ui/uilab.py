@@ -38,6 +38,19 @@ TQDM_TEXT = re.compile(r"(\d{1,3})%\|[^|\n]*\|\s*(\d+)/(\d+)")
 MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$])\$[^$\n]+\$", re.S)
 
 
+def text_problems(text: str) -> list[str]:
+    """What a student should never see in shown text: a Markdown table left as raw pipes, a progress bar short
+    of its total (used by the notebook checks here and the site checks in sitecheck.py)."""
+    out = []
+    if RAW_TABLE.search(text):
+        out.append(f"a Markdown table shown as raw text ({text.strip()[:80]!r}...)")
+    for m in TQDM_TEXT.finditer(text):
+        pct, n, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        if pct < 100 or n < total:
+            out.append(f"a progress bar not in its final state: {m.group(0)!r}")
+    return out
+
+
 def find_browser() -> str | None:
     """The system Chromium (playwright drives it via executable_path); $CHROMIUM overrides."""
     if os.environ.get("CHROMIUM"):
@@ -524,12 +537,7 @@ def inspect_cells(page, expected: list[CellExpect], mode: str, report: Report) -
         if exp.math and not c["math"]:
             p.append(f"{where}: math in the Markdown source but no MathJax output")
         for text in c["texts"]:
-            if RAW_TABLE.search(text):
-                p.append(f"{where}: a Markdown table shown as raw text ({text.strip()[:80]!r}...)")
-            for m in TQDM_TEXT.finditer(text):
-                pct, n, total = int(m.group(1)), int(m.group(2)), int(m.group(3))
-                if pct < 100 or n < total:
-                    p.append(f"{where}: a progress bar not in its final state: {m.group(0)!r}")
+            p += [f"{where}: {problem}" for problem in text_problems(text)]
         for width in c["progressBars"]:
             if width and width.strip() not in ("100%",):
                 p.append(f"{where}: a progress bar widget at {width}")
