@@ -137,8 +137,8 @@ report.table(["position t", "the last tokens it has read", "token t+1", "label t
 # script measured both on this kind of machine, 8 conversations a step, each in a fresh process):
 
 # %%
-smol_state, smol_cfg = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / assistant.CHECKPOINT)
-_, stage1_cfg = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / f"{assistant.CHECKPOINT}_stage1")
+model, _, smol_cfg = assistant.load_assistant()                    # SmolLM2 + LoRA + connector, shipped
+stage1, stage1_cfg = assistant.load_stage1(smol, tok)              # SmolLM2 + the connector after stage 1
 cost = checkpoints.read_json(DATA_DIR / "checkpoints" / "smol_assistant_cost.json")
 counts = smol_cfg["trainable"]
 n_lm = counts["lm"]
@@ -164,9 +164,7 @@ report.table(["one stage-2 step, 8 conversations", "trainable parameters", "s / 
 
 # %%
 LIVE_STEPS = 4
-image_id = smollm.add_image_token(tok)
-torch.manual_seed(0)
-live = smollm.SmolLlava(smol, f_test.shape[-1], image_id)            # shares SmolLM2's weights, frozen
+live = assistant.new_model(smol, tok, f_test.shape[-1], copy_lm=False)   # a fresh connector; SmolLM2 shared
 lm_before = {k: v.clone() for k, v in smol.state_dict().items()}
 live_hist = assistant.train_stage(live, (data["f_train"], *data["stage1"]),
                                   assistant.StageConfig(steps=LIVE_STEPS, batch_size=4, lr_connector=2e-3, warmup=2))
@@ -193,10 +191,6 @@ del lm_before
 #   cross-attention, 200 + 2,400 steps, `scripts/train_llava_instruct.py`).
 
 # %%
-model, _, _ = assistant.load_assistant()                            # SmolLM2 + LoRA + connector, shipped
-stage1 = smollm.SmolLlava(smol, f_test.shape[-1], image_id)
-stage1.multi_modal_projector.load_state_dict({k.split(".", 1)[1]: v.float() for k, v in checkpoints.load_checkpoint(
-    DATA_DIR / "checkpoints" / f"{assistant.CHECKPOINT}_stage1")[0].items()})
 PER_KIND = 10                                                     # live questions of each kind
 SUBSET = [i for q in vqa.QUESTION_TYPES for i in [j for j, it in enumerate(items) if it["qtype"] == q][:PER_KIND]]
 sub_q = [items[i]["question"] for i in SUBSET]
@@ -228,9 +222,9 @@ report.table(["model", *vqa.QUESTION_TYPES, "overall"],
              + [["the course LM, best (cross-attention)", *(f"{course[q]:.1%}" for q in (*vqa.QUESTION_TYPES, "overall"))]])
 print("in brackets: the 95% interval (Wilson) of each accuracy; 80 questions a kind, 400 overall")
 print(f"after stage 1, asked {sub_q[PER_KIND]!r}: {live_stage1[PER_KIND]!r} (the truth: {items[SUBSET[PER_KIND]]['answer']!r})")
-stopped = record["stage2"]
-print(f"stage 2 ran {stopped['steps_run']} of its schedule's {stopped['steps']} steps (validation, overall: "
-      + ", ".join(f"step {k} {v['overall'][0]:.1%}" for k, v in zip(stopped["eval_steps"], stopped["val"])) + ")")
+stage2_run = record["stage2"]
+print(f"stage 2 ran {stage2_run['steps_run']} of its schedule's {stage2_run['steps']} steps (validation, overall: "
+      + ", ".join(f"step {k} {v['overall'][0]:.1%}" for k, v in zip(stage2_run["eval_steps"], stage2_run["val"])) + ")")
 
 # %% [markdown]
 # Read the table row by row. Trained on descriptions only, the stage-1 model answers a question by starting a
@@ -310,7 +304,7 @@ print(f"SmolLM2 after stage 2 answers colour {s2['colour'][0]:.1%} and shape {s2
 # perfectly), and SmolLM2 reads colour, shape and position from words almost perfectly after the same LoRA
 # recipe. What is missing is between them: the connector and the adapters have not yet learned to turn the
 # features into something SmolLM2 reads as well as words. That is what more of both stages buys, and stage 2
-# was still climbing on the validation scenes when the script stopped. Counting is hard for SmolLM2 even in
+# was still climbing on the validation scenes at the last step of its schedule. Counting is hard for SmolLM2 even in
 # text: the ceiling's count column is its weakest, and reading descriptions it too answers "2" to most count
 # questions (the table of answers above).
 
