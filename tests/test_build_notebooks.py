@@ -6,6 +6,7 @@ each committed notebooks/NN_*.ipynb; a difference means the source was edited an
 """
 import importlib.util
 import json
+import re
 
 import nbformat
 import pytest
@@ -38,6 +39,16 @@ def test_build_gives_the_committed_cells(src):
                            f"{built[first] if first < len(built) else None!r:.300}, committed "
                            f"{want[first] if first < len(want) else None!r:.300}; rebuild with "
                            f"`make notebooks NB={src.stem[:2]}`", pytrace=False)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem[:2] for s in SOURCES])
+def test_no_code_cell_starts_with_a_markdown_heading(src):
+    # a heading written as `# ## 4. ...` under `# %%` instead of `# %% [markdown]` is a comment in a code cell:
+    # the section never renders
+    for i, (kind, text) in enumerate(cells_of(build_notebooks.notebook_from_source(src))):
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        assert not (kind == "code" and re.match(r"#\s*#+\s", first)), \
+            f"{src.name}: code cell {i} starts with the Markdown heading {first!r}: mark the cell `# %% [markdown]`"
 
 
 def test_setup_cell_follows_the_title_and_blank_cells_go(tmp_path):

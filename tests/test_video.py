@@ -1,11 +1,15 @@
 """utils.video (notebook 08): ShapesWorld clips (deterministic, balanced, held out, reversible), uniform frame
-sampling as the issue states it, and the Perceiver resampler against a plain-loop reference of its equations and
-against transformers' IdeficsPerceiverResampler with copied weights (within 1e-5); order (in)variance; bad inputs."""
+sampling as the lecture states it, and the Perceiver resampler against a plain-loop reference of its equations and
+against transformers' IdeficsPerceiverResampler with copied weights (within 1e-5); order (in)variance; bad inputs;
+Llama 3.2's video cross-attention layout (hook order, zero gates = the plain LM exactly, which block reads what,
+refused placements) and notebook 08's training helpers and script."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from utils import video
 
@@ -234,6 +238,23 @@ def test_order_invariance_without_time_embedding_and_dependence_with_it():
                 torch.testing.assert_close(clf(y[:, order])["a"], clf(y)["a"], atol=1e-5, rtol=0)
         clf = video.VideoClassifier("resampler+time", 16, {"a": 3}).eval()
         assert (clf(y.flip(1))["a"] - clf(y)["a"]).abs().max() > 1e-3
+        # the chunks read out in order: no time embedding, yet the order between chunks survives (not within one)
+        clf = video.VideoClassifier("resampler", 16, {"a": 3}, readout="chunks").eval()
+        within = torch.cat([torch.randperm(32), torch.randperm(32) + 32])
+        torch.testing.assert_close(clf(y[:, within])["a"], clf(y)["a"], atol=1e-5, rtol=0)
+        swapped = torch.cat([torch.arange(32, 64), torch.arange(32)])
+        assert (clf(y[:, swapped])["a"] - clf(y)["a"]).abs().max() > 1e-3
+
+
+def test_chunks_readout_is_each_chunks_mean_in_order():
+    torch.manual_seed(3)
+    clf = video.VideoClassifier("resampler", 16, {"a": 3, "b": 2}, num_latents=4, readout="chunks").eval()
+    y = torch.randn(2, 64, 1, 16)
+    with torch.no_grad():
+        tokens = clf.tokens(y)                                          # (2, 8, 16): chunk 0's 4 latents, then chunk 1's
+        h = torch.cat([clf.norm(tokens[:, :4].mean(1)), clf.norm(tokens[:, 4:].mean(1))], dim=1)
+        torch.testing.assert_close(clf(y)["b"], clf.heads["b"](h), atol=1e-6, rtol=0)
+    assert clf.heads["a"].in_features == 32
 
 
 @pytest.mark.parametrize("call,name", [
@@ -254,7 +275,196 @@ def test_order_invariance_without_time_embedding_and_dependence_with_it():
     (lambda: video.Clip.from_json("{}"), "text"),
     (lambda: video.slot_indices(10, 4, 0), "slots"),
     (lambda: video.VideoClassifier("max", 16, {"a": 2}), "aggregator"),
+    (lambda: video.VideoClassifier("resampler", 16, {"a": 2}, readout="last"), "readout"),
+    (lambda: video.VideoClassifier("mean", 16, {"a": 2}, readout="chunks"), "readout"),
 ])
 def test_bad_inputs_raise_naming_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# ----------------------------------------------------------------------------- Llama 3.2's video cross-attention
+from utils import lm as lm_mod  # noqa: E402
+
+
+def tiny_lm(n_layers=4, seed=0):
+    torch.manual_seed(seed)
+    return lm_mod.LM(lm_mod.LMConfig(vocab_size=40, dim=32, n_layers=n_layers, n_heads=4, n_kv_heads=4,
+                                     hidden_dim=64, max_seq_len=64))
+
+
+def test_layout_places_a_video_block_before_every_kth_image_block():
+    # the paper: image blocks before every layer here, a video block before every 2nd image block (the 2nd, 4th)
+    assert video.video_cross_attention_layout(4, video_every=2) == {
+        0: ("image",), 1: ("video", "image"), 2: ("image",), 3: ("video", "image")}
+    assert video.video_cross_attention_layout(8, image_layers=[3, 7], video_every=2) == {3: ("image",), 7: ("video", "image")}
+    assert video.video_cross_attention_layout(4, video_every=None) == {i: ("image",) for i in range(4)}
+    assert video.video_cross_attention_layout(4, video_every=4) == {0: ("image",), 1: ("image",), 2: ("image",),
+                                                                    3: ("video", "image")}
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(n_layers=4, image_layers=[4]), "image_layers"), (dict(n_layers=4, image_layers=[-1]), "image_layers"),
+    (dict(n_layers=4, image_layers=[]), "image_layers"), (dict(n_layers=4, image_layers=[1, 1]), "image_layers"),
+    (dict(n_layers=4, video_every=0), "video_every"), (dict(n_layers=4, video_every=5), "video_every"),
+    (dict(n_layers=0), "n_layers")])
+def test_bad_placements_are_refused(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        video.video_cross_attention_layout(**kwargs)
+
+
+def video_xattn(layout, seed=0, freeze_lm=True):
+    torch.manual_seed(seed)
+    return video.VideoCrossAttentionLM(tiny_lm(seed=seed), frame_dim=12, video_dim=10, layout=layout, heads=4,
+                                       hidden_dim=48, freeze_lm=freeze_lm)
+
+
+def test_zero_gates_give_the_plain_lm_logits_exactly():
+    layout = video.video_cross_attention_layout(4, video_every=2)
+    m = video_xattn(layout)
+    plain = tiny_lm(seed=0)
+    ids = torch.randint(5, 40, (3, 9))
+    frames, vid = torch.randn(3, 16, 12), torch.randn(3, 4, 10)
+    assert all(b.attn_gate.item() == 0 and b.ff_gate.item() == 0 for b in m.blocks().values())
+    assert torch.equal(m(frames, vid, ids).logits, plain(ids).logits)
+    with torch.no_grad():                                      # open the gates: the context now changes the logits
+        for b in m.blocks().values():
+            b.attn_gate.fill_(0.5)
+    assert not torch.allclose(m(frames, vid, ids).logits, plain(ids).logits, atol=1e-4)
+
+
+def test_blocks_run_before_the_right_decoder_layers_in_order():
+    m = video_xattn(video.video_cross_attention_layout(4, video_every=2))
+    order = []
+    for i, layer in enumerate(m.language_model.layers):
+        layer.register_forward_pre_hook(lambda mod, args, i=i: order.append(f"layer{i}"))
+    for name, block in m.blocks().items():
+        block.register_forward_pre_hook(lambda mod, args, name=name: order.append(name))
+    m(torch.randn(2, 16, 12), torch.randn(2, 4, 10), torch.randint(5, 40, (2, 7)))
+    assert order == ["image@0", "layer0", "video@1", "image@1", "layer1", "image@2", "layer2",
+                     "video@3", "image@3", "layer3"]
+
+
+def test_video_blocks_read_only_aggregated_tokens_and_image_blocks_only_frame_tokens():
+    m = video_xattn(video.video_cross_attention_layout(4, video_every=2))
+    frames, vid = torch.randn(2, 16, 12), torch.randn(2, 4, 10)
+    seen = {}
+    for name, block in m.blocks().items():
+        block.k_proj.register_forward_hook(lambda mod, args, out, name=name: seen.__setitem__(name, args[0]))
+    m(frames, vid, torch.randint(5, 40, (2, 7)))
+    for name, ctx in seen.items():
+        expected = m.video_proj(vid) if name.startswith("video") else m.image_proj(frames)
+        assert torch.equal(ctx, expected), name
+    assert {n.split("@")[0] for n in seen} == {"image", "video"} and len(seen) == 6
+
+
+def test_image_only_layout_needs_no_video_tokens_and_a_video_layout_refuses_none():
+    image_only = video_xattn(video.video_cross_attention_layout(4, video_every=None))
+    assert image_only.video_proj is None
+    image_only(torch.randn(2, 16, 12), None, torch.randint(5, 40, (2, 7)))
+    with_video = video_xattn(video.video_cross_attention_layout(4, video_every=2))
+    with pytest.raises(ValueError, match="video_tokens"):
+        with_video(torch.randn(2, 16, 12), None, torch.randint(5, 40, (2, 7)))
+
+
+def test_frozen_lm_gets_no_gradient_and_the_blocks_and_projectors_do():
+    m = video_xattn(video.video_cross_attention_layout(4, video_every=2))
+    ids = torch.randint(5, 40, (2, 7))
+    with torch.no_grad():
+        for b in m.blocks().values():
+            b.attn_gate.fill_(0.3), b.ff_gate.fill_(0.3)
+    m(torch.randn(2, 16, 12), torch.randn(2, 4, 10), ids, labels=ids).loss.backward()
+    trainable = {k for k, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all(k.startswith(("image_proj", "video_proj", "language_model.inserted")) for k in trainable)
+    assert all(p.grad is not None for k, p in m.named_parameters() if p.requires_grad)
+    assert m.num_trainable() == sum(p.numel() for k, p in m.named_parameters() if k in trainable)
+
+
+def test_generate_with_cross_attention_equals_step_by_step_argmax():
+    m = video_xattn(video.video_cross_attention_layout(4, video_every=2))
+    with torch.no_grad():
+        for b in m.blocks().values():
+            b.attn_gate.fill_(0.5)
+    frames, vid, ids = torch.randn(2, 16, 12), torch.randn(2, 4, 10), torch.randint(5, 40, (2, 6))
+    out = m.generate(frames, vid, ids, max_new_tokens=4)
+    seq = ids
+    for _ in range(4):
+        seq = torch.cat([seq, m(frames, vid, seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, seq[:, 6:])
+    assert set(m.gates()) == set(m.blocks()) and all(len(g) == 2 for g in m.gates().values())
+
+
+def test_multitask_loss_sums_each_asked_task_and_skips_unasked_ones():
+    torch.manual_seed(0)
+    m = video.VideoClassifier("mean", 8, {"direction": 4, "first": 2}, num_latents=2, depth=1, heads=2)
+    x = torch.randn(6, 4, 1, 8)
+    y_dir, y_first = torch.tensor([0, 1, 2, 3, -1, -1]), torch.tensor([-1, -1, -1, -1, 0, 1])
+    out = m(x)
+    ref = F.cross_entropy(out["direction"][:4], y_dir[:4]) + F.cross_entropy(out["first"][4:], y_first[4:])
+    torch.testing.assert_close(video.multitask_loss(m, (x, y_dir, y_first)), ref, rtol=0, atol=1e-6)
+    only_dir = video.multitask_loss(m, (x[:4], y_dir[:4], y_first[:4]))       # no clip asks "first": its head is skipped
+    torch.testing.assert_close(only_dir, F.cross_entropy(out["direction"][:4], y_dir[:4]), rtol=0, atol=1e-6)
+
+
+def test_train_video_classifier_is_seeded_and_learns():
+    torch.manual_seed(1)
+    y = torch.randint(0, 2, (64,))
+    x = torch.randn(64, 4, 1, 8)
+    x[:, :, 0, 0] += 2.0 * (2 * y[:, None] - 1)                 # a label the mean of the frames carries
+    (a, ha), (b, hb) = (video.train_video_classifier("mean", x, [y], {"sign": 2}, steps=100, batch_size=16) for _ in range(2))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())) and ha.loss == hb.loss
+    assert np.mean(ha.loss[-5:]) < 0.5 * np.mean(ha.loss[:5])
+
+
+def test_qa_pairs_add_the_colour_control_per_clip():
+    ds = video.make_video_dataset(6, "direction", "train")
+    qs, ans, kinds = video.qa_pairs(ds)
+    assert qs == list(ds["question"]) and ans == list(ds["answer"]) and kinds == ["direction"] * 6
+    qs, ans, kinds = video.qa_pairs(ds, control=True)
+    assert qs[6:] == [video.COLOR_QUESTION] * 6 and kinds[6:] == ["colour"] * 6
+    assert ans[6:] == [video.TASKS["color"][c] for c in ds["color"]]
+
+
+class _Tok:
+    """A stand-in tokenizer: ids are characters' codes; decode joins them back."""
+    def batch_decode(self, gen, skip_special_tokens=True):
+        return [" " + "".join(chr(int(t)) for t in row if int(t)) for row in gen]
+
+
+def test_answer_by_prompt_batches_by_question_and_keeps_the_order(monkeypatch):
+    from utils import llava_data
+    monkeypatch.setattr(llava_data, "prompt_ids", lambda tok, n, prompt: torch.full((n, len(prompt)), ord(prompt[0])))
+    calls = []
+
+    def generate(idx, ids, max_new_tokens, eos_token_id):
+        calls.append((list(idx), ids.shape))
+        return torch.stack([torch.tensor([ord(str(i)[-1]), int(ids[0, 0])]) for i in idx])   # answer: last digit + q's letter
+
+    questions = ["bb", "a", "bb", "a", "a"]
+    out = video.answer_by_prompt(generate, _Tok(), questions, eos_token_id=0)
+    assert out == ["0b", "1a", "2b", "3a", "4a"]
+    assert calls == [([1, 3, 4], (3, 1)), ([0, 2], (2, 2))]     # one batch per question, one prompt length each
+
+
+def test_cross_attention_stack_figure_draws_every_block_in_order():
+    import matplotlib
+    matplotlib.use("Agg")
+    from utils import plotting
+    layout = video.video_cross_attention_layout(4, video_every=2)
+    ax = plotting.plot_cross_attention_stack(layout, 4, {"image": "frames", "video": "resampler"})
+    labels = [t.get_text() for t in ax.texts]
+    boxes = [t for t in labels if "cross-attention" in t or "decoder layer" in t]
+    assert [b.split(":")[0] if "@" in b else b for b in boxes] == [
+        "image@0", "decoder layer 0 (frozen)", "video@1", "image@1", "decoder layer 1 (frozen)", "image@2",
+        "decoder layer 2 (frozen)", "video@3", "image@3", "decoder layer 3 (frozen)"]
+    assert "frames" in labels and "resampler" in labels
+
+
+def test_video_xattn_script_smoke_mode():
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "scripts/train_video_xattn.py", "--smoke"], cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "smoke run: nothing written" in out.stdout

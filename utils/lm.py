@@ -247,7 +247,8 @@ class LM(nn.Module):
                 positions count real tokens only, as transformers' `generate` does.
             past_key_values: the cache of an earlier call with use_cache=True (T tokens).
             use_cache: return the keys and values of all T + L tokens for the next call.
-            context: (B, N, D_c) what inserted blocks attend to (e.g. image features); None skips them.
+            context: (B, N, D_c) what inserted blocks attend to (e.g. image features), or a dict of such tensors
+                that each block picks from (utils.video.VideoCrossAttentionLM); None skips them.
         Returns:
             LMOutput with logits (B, L, V), loss (0-d or None), past_key_values, hidden_states (B, L, D).
         """

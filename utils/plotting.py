@@ -171,3 +171,43 @@ def plot_similarity_mosaic(pos_embed: torch.Tensor, grid: int, ax=None, vmin: fl
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def plot_cross_attention_stack(layout: dict[int, tuple[str, ...]], n_layers: int, sources: dict[str, str],
+                               ax=None, title: str | None = None):
+    """Llama 3.2's layer stack, bottom to top: the prompt, then for each decoder layer the gated cross-attention
+    blocks `layout` inserts before it (in order, labelled kind@layer) and the layer itself, then the logits. Each
+    block is joined to the context it reads, `sources[kind]` (a label per kind, 'image' drawn left, 'video'
+    right). Notebook 08.
+    Returns:
+        the Axes.
+    """
+    colours = {"image": "#4c72b0", "video": "#dd8452", "layer": "#bbbbbb", "text": "#ffffff"}
+    rows = [("text", "prompt tokens")]
+    for i in range(n_layers):
+        rows += [(k, f"{k}@{i}: cross-attention (gated)") for k in layout.get(i, ())]
+        rows.append(("layer", f"decoder layer {i} (frozen)"))
+    rows.append(("text", "logits -> answer"))
+    ax = ax or plt.subplots(figsize=(8, 0.42 * len(rows) + 0.6))[1]
+    W = 2.0                                                     # half the width of a box
+    ys = {}
+    for y, (kind, label) in enumerate(rows):
+        ax.add_patch(plt.Rectangle((-W, y - 0.36), 2 * W, 0.72, facecolor=colours[kind], edgecolor="black", lw=0.8))
+        ax.text(0, y, label, ha="center", va="center", fontsize=8, color="white" if kind in ("image", "video") else "black")
+        if y:
+            ax.annotate("", (0, y - 0.36), (0, y - 0.64), arrowprops=dict(arrowstyle="->", lw=0.8))
+        ys.setdefault(kind, []).append(y)
+    for kind, x in (("image", -4.0), ("video", 4.0)):
+        if kind not in sources or kind not in ys:
+            continue
+        y_src = float(np.mean(ys[kind]))
+        ax.text(x, y_src, sources[kind], ha="center", va="center", fontsize=8, wrap=True,
+                bbox=dict(boxstyle="round", facecolor=colours[kind], alpha=0.25))
+        for y in ys[kind]:
+            ax.annotate("", (np.sign(x) * W, y), (x - np.sign(x) * 1.0, y_src),
+                        arrowprops=dict(arrowstyle="->", lw=0.7, color=colours[kind]))
+    ax.set(xlim=(-5.4, 5.4), ylim=(-0.6, len(rows) - 0.4))
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax

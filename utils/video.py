@@ -1,8 +1,11 @@
 """Video as in Llama 3.2 (notebook 08): uniformly sampled frames, each through the image tower, merged by a
-Perceiver resampler, 32 consecutive frames into one.
+Perceiver resampler, 32 consecutive frames into one; and the LM reading them through gated cross-attention
+blocks, image blocks over every frame's tokens and video blocks over the aggregated ones, a video block before
+every k-th image block (`video_cross_attention_layout`, `VideoCrossAttentionLM`).
 
 Llama Team, 2024, "The Llama 3 Herd of Models" §7 (video: up to 64 uniformly sampled frames, a temporal
-aggregator that merges 32 consecutive frames into one; the released Llama 3.2 Vision weights are image-only);
+aggregator that merges 32 consecutive frames into one, video cross-attention layers before every fourth image
+cross-attention layer; the released Llama 3.2 Vision weights are image-only);
 Jaegle et al., 2021, "Perceiver"; Alayrac et al., 2022, "Flamingo" (the Perceiver *resampler*: learned latents
 whose keys and values are the frame tokens concatenated with the latents, and a learned time embedding per
 frame). Names follow transformers' `IdeficsPerceiverResampler`, which tests/test_video.py checks against.
@@ -350,25 +353,32 @@ def merge_frames(x: torch.Tensor, resampler: PerceiverResampler, frames_per_chun
 
 
 class VideoClassifier(nn.Module):
-    """Aggregated video tokens -> mean over tokens -> one linear head per task (notebook 08).
+    """Aggregated video tokens -> a readout -> one linear head per task (notebook 08).
 
     `aggregator`: 'mean' (mean of every frame token), 'resampler' or 'resampler+time' (merge_frames with a
-    PerceiverResampler without / with time embedding). The mean over the output tokens treats the chunks as a
-    set, so 'mean' and 'resampler' give the same output for any order of the frames within each chunk, for the
-    chunks swapped, and so for a clip and its reverse; only 'resampler+time' can know which came first.
+    PerceiverResampler without / with time embedding; Flamingo's resampler has the time embedding, so 'resampler'
+    is an ablation). `readout`: 'mean' averages the output tokens, which treats the chunks as a set, so 'mean' and
+    'resampler' give the same output for any order of the frames within each chunk, for the chunks swapped, and so
+    for a clip and its reverse; 'chunks' averages each chunk's L tokens and concatenates the chunks in order, so
+    the order *between* chunks survives even without a time embedding (not the order within a chunk).
     """
 
     AGGREGATORS = ("mean", "resampler", "resampler+time")
+    READOUTS = ("mean", "chunks")
 
     def __init__(self, aggregator: str, dim: int, num_classes: dict[str, int], num_latents: int = 4,
-                 depth: int = 2, heads: int = 4, slots: int = 64, frames_per_chunk: int = 32):
+                 depth: int = 2, heads: int = 4, slots: int = 64, frames_per_chunk: int = 32, readout: str = "mean"):
         super().__init__()
         validate.choice("aggregator", aggregator, self.AGGREGATORS)
-        self.aggregator, self.frames_per_chunk = aggregator, frames_per_chunk
+        validate.choice("readout", readout, self.READOUTS)
+        if readout == "chunks" and aggregator == "mean":
+            raise ValueError("readout='chunks' needs a resampler aggregator: 'mean' pools the whole clip to one token")
+        self.aggregator, self.frames_per_chunk, self.readout = aggregator, frames_per_chunk, readout
+        self.num_latents, n_chunks = num_latents, (slots // frames_per_chunk if readout == "chunks" else 1)
         self.resampler = None if aggregator == "mean" else PerceiverResampler(
             dim, num_latents, depth, heads, slots, time_embedding=aggregator == "resampler+time")
         self.norm = nn.LayerNorm(dim)
-        self.heads = nn.ModuleDict({t: nn.Linear(dim, c) for t, c in num_classes.items()})
+        self.heads = nn.ModuleDict({t: nn.Linear(dim * n_chunks, c) for t, c in num_classes.items()})
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, N, D) -> (B, M, D) video tokens: M = 1 for 'mean', T / frames_per_chunk * L otherwise."""
@@ -377,8 +387,176 @@ class VideoClassifier(nn.Module):
         return merge_frames(x, self.resampler, self.frames_per_chunk).flatten(1, 2)  # (B, T/c * L, D)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.norm(self.tokens(x).mean(1))                                      # (B, D)
+        tokens = self.tokens(x)                                                    # (B, M, D)
+        if self.readout == "chunks":                                               # chunks in order, each averaged
+            h = self.norm(tokens.unflatten(1, (-1, self.num_latents)).mean(2)).flatten(1)  # (B, T/c * D)
+        else:
+            h = self.norm(tokens.mean(1))                                          # (B, D)
         return {t: head(h) for t, head in self.heads.items()}                      # {task: (B, C)}
+
+
+# ----------------------------------------------------------------------------- Llama 3.2's video cross-attention
+CONTEXT_KINDS = ("image", "video")  # what an inserted block reads: every sampled frame's tokens, or the resampler's
+
+
+def video_cross_attention_layout(n_layers: int, image_layers=None, video_every: int | None = 4) -> dict[int, tuple[str, ...]]:
+    """Which gated cross-attention blocks run before which decoder layer, in order (Llama 3 §7.4: "additional video
+    cross attention layers are added before every fourth image cross attention layer").
+
+    Image blocks go before `image_layers` (default: every layer); counting them 1, 2, ..., a video block goes
+    before each image block whose count is a multiple of `video_every` (the paper: 4; None: image blocks only).
+    Returns {decoder layer: ('image',) or ('video', 'image')}.
+    """
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+    image_layers = list(range(n_layers)) if image_layers is None else list(image_layers)
+    if not image_layers or len(set(image_layers)) != len(image_layers) or \
+            any(not isinstance(i, int) or not 0 <= i < n_layers for i in image_layers):
+        raise ValueError(f"image_layers must be distinct decoder layer indices in [0, {n_layers}), at least one; "
+                         f"got {image_layers!r}")
+    if video_every is not None and (not isinstance(video_every, int) or not 1 <= video_every <= len(image_layers)):
+        raise ValueError(f"video_every must be None or an int in [1, {len(image_layers)}] (there are "
+                         f"{len(image_layers)} image blocks), got {video_every!r}")
+    return {i: (("video",) if video_every and j % video_every == 0 else ()) + ("image",)
+            for j, i in enumerate(sorted(image_layers), start=1)}
+
+
+class ContextBlock(nn.Module):
+    """A gated cross-attention block that reads one entry of the context: `context[kind]`, (B, N, D)."""
+
+    def __init__(self, kind: str, block: nn.Module):
+        super().__init__()
+        validate.choice("kind", kind, CONTEXT_KINDS)
+        self.kind, self.block = kind, block
+
+    def forward(self, x: torch.Tensor, context: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.block(x, context[self.kind])                                   # (B, L, D)
+
+
+class BlocksBeforeLayer(nn.Module):
+    """The blocks inserted before one decoder layer, run in order (a video block before its image block)."""
+
+    def __init__(self, blocks: list[ContextBlock]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, context: dict[str, torch.Tensor]) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, context)
+        return x
+
+
+class VideoCrossAttentionLM(nn.Module):
+    """Llama 3.2's video design around a language model (notebook 08): gated cross-attention blocks
+    (`utils.llava.GatedCrossAttentionBlock`, Flamingo's, gates at 0) inserted before decoder layers as `layout`
+    says. Image blocks read every sampled frame's tokens, projected by `image_proj`; video blocks read the
+    temporal aggregator's tokens, projected by `video_proj`. The prompt keeps its `<image>` placeholder as one
+    token: nothing is spliced, so the LM's sequence is the text alone. With `freeze_lm` (Llama 3.2's recipe) only
+    the blocks and the projectors train.
+    """
+
+    def __init__(self, language_model: nn.Module, frame_dim: int, video_dim: int, layout: dict[int, tuple[str, ...]],
+                 heads: int | None = None, hidden_dim: int | None = None, freeze_lm: bool = True):
+        super().__init__()
+        from .llava import GatedCrossAttentionBlock
+
+        if not layout or any(not kinds or set(kinds) - set(CONTEXT_KINDS) for kinds in layout.values()):
+            raise ValueError(f"layout must map decoder layers to non-empty tuples of {CONTEXT_KINDS}, got {layout!r}")
+        cfg = language_model.cfg
+        self.language_model, self.layout = language_model, {int(i): tuple(k) for i, k in layout.items()}
+        self.has_video = any("video" in kinds for kinds in self.layout.values())
+        self.image_proj = nn.Linear(frame_dim, cfg.dim)                            # D_f -> D
+        self.video_proj = nn.Linear(video_dim, cfg.dim) if self.has_video else None  # D_v -> D
+        if freeze_lm:
+            language_model.requires_grad_(False)
+        language_model.insert_blocks({i: BlocksBeforeLayer([
+            ContextBlock(k, GatedCrossAttentionBlock(cfg.dim, heads or cfg.n_heads, hidden_dim or cfg.hidden_dim,
+                                                     cfg.norm_eps)) for k in kinds]) for i, kinds in self.layout.items()})
+
+    def blocks(self) -> dict[str, nn.Module]:
+        """{'video@1': block, 'image@1': block, ...}: each gated block by what it reads and the layer it precedes."""
+        return {f"{b.kind}@{i}": b.block for i, stack in self.language_model.inserted.items() for b in stack.blocks}
+
+    def gates(self) -> dict[str, tuple[float, float]]:
+        """tanh of each block's attention gate and feed-forward gate (0 at the start)."""
+        return {k: (b.attn_gate.tanh().item(), b.ff_gate.tanh().item()) for k, b in self.blocks().items()}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def context(self, frame_tokens: torch.Tensor, video_tokens: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """frame_tokens (B, T, D_f), video_tokens (B, M, D_v) or None -> {'image': (B, T, D), 'video': (B, M, D)}."""
+        validate.tensor("frame_tokens", frame_tokens, dim=3, floating=True)
+        ctx = {"image": self.image_proj(frame_tokens)}
+        if self.has_video:
+            if video_tokens is None:
+                raise ValueError("video_tokens (B, M, D_v) are needed: the layout has video cross-attention blocks")
+            validate.tensor("video_tokens", video_tokens, dim=3, floating=True)
+            ctx["video"] = self.video_proj(video_tokens)
+        return ctx
+
+    def forward(self, frame_tokens: torch.Tensor, video_tokens: torch.Tensor | None, input_ids: torch.Tensor,
+                labels: torch.Tensor | None = None):
+        """The LM's output (logits (B, L, V), loss) on the prompt `input_ids` (B, L), cross-attending to the clip."""
+        return self.language_model(input_ids, labels=labels, context=self.context(frame_tokens, video_tokens))
+
+    @torch.no_grad()
+    def generate(self, frame_tokens: torch.Tensor, video_tokens: torch.Tensor | None, input_ids: torch.Tensor,
+                 **generate_kwargs) -> torch.Tensor:
+        """Generated tokens (B, S); `generate_kwargs` go to `LM.generate` (greedy by default)."""
+        return self.language_model.generate(input_ids, context=self.context(frame_tokens, video_tokens),
+                                            **generate_kwargs)
+
+
+def multitask_loss(model: VideoClassifier, batch) -> torch.Tensor:
+    """The summed cross-entropy of each task's head: batch = (x, labels of each task in the heads' order),
+    -1 where a clip does not ask that task."""
+    out = model(batch[0])
+    return sum(F.cross_entropy(out[t], y, ignore_index=-1) for t, y in zip(model.heads, batch[1:]) if (y >= 0).any())
+
+
+def train_video_classifier(aggregator: str, x: torch.Tensor, labels: list[torch.Tensor], num_classes: dict[str, int],
+                           steps: int = 250, batch_size: int = 64, seed: int = 0, readout: str = "mean"):
+    """Notebook 08's recipe: a VideoClassifier (4 latents, 1 block, 4 heads) seeded with `seed`, trained with
+    AdamW on `multitask_loss`, `steps` steps of `batch_size` clips (lr 3e-3, 20 warm-up steps, no weight decay).
+    x (n, T, N, D); labels: one (n,) LongTensor per task of `num_classes`, in its order. Returns (model, History)."""
+    from .training import TrainConfig, train
+
+    torch.manual_seed(seed)
+    model = VideoClassifier(aggregator, x.shape[-1], num_classes, num_latents=4, depth=1, heads=4, readout=readout)
+    hist = train(model, (x, *labels), multitask_loss,
+                 TrainConfig(steps=steps, batch_size=batch_size, lr=3e-3, warmup=20, weight_decay=0.0, seed=seed))
+    return model, hist
+
+
+QA_TRAIN = dict(batch_size=16, lr=3e-3, warmup=10, weight_decay=0.0)  # notebook 08's generation recipe (TrainConfig)
+COLOR_QUESTION = "What colour is the circle?"                        # the control: frame order does not matter
+
+
+def qa_pairs(ds, control: bool = False) -> tuple[list[str], list[str], list[str]]:
+    """The questions, answers and kinds of a 'direction' dataset: "Which way does the red circle move?" ->
+    "to the left" (kind 'direction'), and with `control` also COLOR_QUESTION -> "red" (kind 'colour') per clip."""
+    qs, ans, kinds = list(ds["question"]), list(ds["answer"]), ["direction"] * len(ds)
+    if control:
+        qs += [COLOR_QUESTION] * len(ds)
+        ans += [shapes.COLOR_NAMES[c] for c in ds["color"]]
+        kinds += ["colour"] * len(ds)
+    return qs, ans, kinds
+
+
+def answer_by_prompt(generate, tokenizer, questions: list[str], eos_token_id: int, max_new_tokens: int = 8) -> list[str]:
+    """Greedy answers, batched by question so that each batch has one prompt length (no padding):
+    `generate(idx, prompt_ids, **kwargs)` returns the tokens generated for the rows `idx` (len(idx), S)."""
+    from .llava_data import prompt_ids
+
+    out = [None] * len(questions)
+    for q in sorted(set(questions)):
+        idx = [i for i, qq in enumerate(questions) if qq == q]
+        gen = generate(idx, prompt_ids(tokenizer, len(idx), prompt=q), max_new_tokens=max_new_tokens,
+                       eos_token_id=eos_token_id)
+        for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)):
+            out[i] = text.strip()
+    return out
 
 
 def qa_rows(tokenizer, questions: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
