@@ -1,4 +1,4 @@
-"""Two probes of why notebook 07's instruction-tuned model stops near 43% exact match (issue 10 asked for 80%).
+"""Two probes of why notebook 07's instruction-tuned model stops near 43% exact match (our target is 80%).
 They write nothing; they print what they measure on notebook 07's 400 held-out questions.
 
 longer_lm: is the course LM under-trained? The course LM's config (LMConfig.preset("course"), 0.92M parameters)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import (audio, checkpoints, clip, clip_shapes, env, pretrained, shapes, text, training, vit, vqa,
+from utils import (audio, checkpoints, checks, clip, clip_shapes, env, pretrained, shapes, text, training, vit, vqa,
                    vqa_model)
 
 NAN = float("nan")
@@ -255,6 +255,7 @@ CASES = [
     ("audio", "win_ms nan", lambda: audio.log_mel_spectrogram(X, 16000, win_ms=NAN), ValueError, "win_ms"),
     ("audio", "eps=0", lambda: audio.log_mel_spectrogram(X, 16000, eps=0.0), ValueError, "eps"),
     ("audio", "empty waveform", lambda: audio.log_mel_spectrogram(torch.zeros(0), 16000), ValueError, "waveform"),
+    ("audio", "0-d waveform", lambda: audio.log_mel_spectrogram(torch.tensor(0.5), 16000), ValueError, "waveform"),
     ("audio", "n_freqs=1", lambda: audio.mel_filterbank(1, 0.0, 8000.0, 40, 16000), ValueError, "n_freqs"),
     ("audio", "f_min nan", lambda: audio.mel_filterbank(201, NAN, 8000.0, 40, 16000), ValueError, "f_min"),
     ("audio", "frame a str", lambda: audio.frame_signal("abc", 10, 5), TypeError, "waveform"),
@@ -393,6 +394,20 @@ def test_every_module_has_a_representative_set():
     assert set(CASES_PER_MODULE) == {"shapes", "vqa", "vqa_model", "clip", "clip_shapes", "vit", "audio", "checkpoints",
                                      "training", "env", "pretrained", "text"}
     assert min(CASES_PER_MODULE.values()) >= 7, CASES_PER_MODULE
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: checks.assert_close(None, 1.0, verbose=False), "actual"),
+    (lambda: checks.assert_close(1.0, None, verbose=False), "expected"),
+    (lambda: checks.assert_close("abc", 1.0, verbose=False), "actual"),
+    (lambda: checks.assert_close(torch.ones(2), torch.ones(2), atol=NAN, verbose=False), "atol"),
+    (lambda: checks.assert_close(torch.ones(2), torch.ones(2), rtol=NAN, verbose=False), "rtol"),
+    (lambda: checks.assert_close(torch.ones(2), torch.ones(2), atol=-1.0, verbose=False), "atol"),
+])
+def test_assert_close_refuses_what_it_cannot_compare_naming_the_argument(call, name):
+    # a ValueError naming the argument, not torch's RuntimeError from inside
+    with pytest.raises(ValueError, match=name):
+        call()
 
 
 # ---------------------------------------------------------------------- what is accepted instead of refused

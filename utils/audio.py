@@ -105,6 +105,8 @@ def _check_float(waveform, name: str = "waveform", dims=None) -> torch.Tensor:
                          "divide integer PCM codes by 2**(bits-1) first (see dequantize)")
     if waveform.numel() == 0:
         raise ValueError(f"{name} must hold samples, got an empty tensor of shape {tuple(waveform.shape)}")
+    if waveform.dim() == 0:
+        raise ValueError(f"{name} must have a time axis, (..., T) samples, got a 0-d tensor (one number)")
     return validate.tensor(name, waveform, finite=True)
 
 

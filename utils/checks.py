@@ -36,12 +36,23 @@ def max_errors(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, flo
     return abs_err.max().item(), rel_err.max().item()
 
 
+def _as_numbers(arg: str, value) -> torch.Tensor:
+    """A tensor of numbers from a tensor, array, number or nested list; else a ValueError naming `arg`."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{arg} must be a tensor, an array or a number, got {type(value).__name__} {value!r:.40}")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{arg} must be a tensor, an array or a number, got {type(value).__name__} ({e})") from None
+
+
 def assert_close(actual, expected, atol: float = 1e-5, rtol: float = 0.0, name: str = "value",
                  verbose: bool = True) -> float:
     """Assert |actual - expected| <= atol + rtol |expected| elementwise; print the errors; return max abs error."""
-    if atol < 0 or rtol < 0:
-        raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
-    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    for arg, tol in (("atol", atol), ("rtol", rtol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"{arg} must be a finite number >= 0, got {tol!r}")
+    actual, expected = _as_numbers("actual", actual), _as_numbers("expected", expected)
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
     if actual.numel() == 0:

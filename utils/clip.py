@@ -87,8 +87,10 @@ def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, t: torch.Te
         raise ValueError("a batch of 1 has no negatives: clip_loss needs n >= 2 image-text pairs")
     logits = clip_logits(image_embeds, text_embeds, t)          # (n, n)
     labels = torch.arange(n, device=logits.device)
-    loss_i = F.cross_entropy(logits, labels)                      # each image picks its text (over a row)
-    loss_t = F.cross_entropy(logits.T, labels)                    # each text picks its image (over a column)
+    # the pseudocode's names: loss_i over axis=0 (each text, a column, picks its image among the n images),
+    # loss_t over axis=1 (each image, a row, picks its text), as notebook 03 writes them
+    loss_i = F.cross_entropy(logits.T, labels)                    # axis=0: softmax down each column
+    loss_t = F.cross_entropy(logits, labels)                      # axis=1: softmax along each row
     return (loss_i + loss_t) / 2
 
 
