@@ -52,6 +52,13 @@ def run(path: Path, out: Path, timeout: int = CELL_TIMEOUT) -> float:
 
 
 def main(argv: list[str]) -> int:
+    unknown = [a for a in argv if a.startswith("-") and a != "--inplace" and not a.startswith("--out=")]
+    if unknown:                                          # `--help` must not run every notebook
+        if unknown[0] in ("-h", "--help"):
+            print(__doc__.strip())
+            return 0
+        print(f"unknown option {unknown[0]!r}\n\n{__doc__.strip()}", file=sys.stderr)
+        return 2
     inplace = "--inplace" in argv
     wanted = [a for a in argv if not a.startswith("--")]
     outs = [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]

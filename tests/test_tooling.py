@@ -44,3 +44,12 @@ def test_markdown_table_escapes_and_refuses_ragged_rows():
     assert report.markdown_table(["a", "b"], [["x|y", 0.123456]]) == "| a | b |\n|---|---|\n| x\\|y | 0.1235 |"
     with pytest.raises(ValueError, match="rows"):
         report.markdown_table(["a", "b"], [[1]])
+
+
+def test_run_notebooks_answers_help_and_refuses_unknown_options_without_running_anything(monkeypatch, capsys):
+    spec_run = importlib.util.spec_from_file_location("run_notebooks", REPO_ROOT / "scripts" / "run_notebooks.py")
+    run_notebooks = importlib.util.module_from_spec(spec_run)
+    spec_run.loader.exec_module(run_notebooks)
+    monkeypatch.setattr(run_notebooks, "run", lambda *a, **k: pytest.fail("a notebook was run"))
+    assert run_notebooks.main(["--help"]) == 0 and "Usage" in capsys.readouterr().out
+    assert run_notebooks.main(["--inplace", "--bogus", "08"]) == 2 and "--bogus" in capsys.readouterr().err
