@@ -34,22 +34,35 @@ register(Exercise(
 ))
 
 
-def _symmetric_loss_solution(logits):
-    labels = torch.arange(len(logits))
-    loss_i = F.cross_entropy(logits.T, labels)   # axis=0: each caption picks among the n images
-    loss_t = F.cross_entropy(logits, labels)     # axis=1: each image picks among the n captions
+def _symmetric_loss_solution(logits, match):
+    image_of = torch.argsort(match)                 # caption j belongs to image image_of[j]: match inverted
+    loss_i = F.cross_entropy(logits.T, image_of)    # axis=0: each caption picks its image among the n images
+    loss_t = F.cross_entropy(logits, match)         # axis=1: each image picks its caption among the n captions
     return (loss_i + loss_t) / 2
 
 
 def _symmetric_loss_cases():
     g = torch.Generator().manual_seed(3)
-    return [(torch.randn(4, 4, generator=g),), (torch.randn(16, 16, generator=g) * 10,),
-            (torch.randn(3, 3, generator=g) + 5 * torch.eye(3),)]
+    cycle = torch.tensor([1, 2, 3, 0])              # not its own inverse: caption 0 is image 3's, not image 1's
+    sharp = torch.randperm(16, generator=g)
+    while torch.equal(torch.argsort(sharp), sharp):
+        sharp = torch.randperm(16, generator=g)
+    peaked = torch.tensor([2, 0, 1])
+    return [(torch.randn(4, 4, generator=g), cycle),
+            (torch.randn(16, 16, generator=g) * 10, sharp),
+            (torch.randn(3, 3, generator=g) + 5 * torch.eye(3)[peaked], peaked),   # the true pairs score highest
+            (torch.randn(5, 5, generator=g), torch.arange(5))]                         # the pseudocode's own batch
 
 
-def _reference_symmetric_loss(logits):
-    # the pseudocode's softmaxes written out: axis=0 -> log_softmax(dim=0), axis=1 -> log_softmax(dim=1)
-    return -(logits.log_softmax(dim=0).diagonal().mean() + logits.log_softmax(dim=1).diagonal().mean()) / 2
+def _reference_symmetric_loss(logits, match):
+    # the true pairs are the entries (i, match[i]); each is scored once by its row's softmax (image i choosing
+    # among the captions) and once by its column's (caption match[i] choosing among the images)
+    pairs = (torch.arange(len(logits)), match)
+    return -(logits.log_softmax(dim=1)[pairs].mean() + logits.log_softmax(dim=0)[pairs].mean()) / 2
+
+
+def _arange(logits):
+    return torch.arange(len(logits))
 
 
 register(Exercise(
@@ -58,9 +71,14 @@ register(Exercise(
     solution=_symmetric_loss_solution,
     cases=_symmetric_loss_cases,
     atol=1e-5,
-    wrong=[lambda logits: F.cross_entropy(logits, torch.arange(len(logits))),            # one direction only
-           lambda logits: F.cross_entropy(logits, torch.arange(len(logits)))             # sum, not the mean
-           + F.cross_entropy(logits.T, torch.arange(len(logits))),
-           lambda logits: -logits.softmax(dim=1).diagonal().log().sum()],                # sum over pairs, one way
-    notes="(loss_i + loss_t) / 2 with cross-entropy over columns (axis=0) and over rows (axis=1).",
+    wrong=[lambda logits, match: (F.cross_entropy(logits.T, _arange(logits))                   # ignores match
+                                  + F.cross_entropy(logits, _arange(logits))) / 2,
+           lambda logits, match: (F.cross_entropy(logits.T, match)                            # match both ways
+                                  + F.cross_entropy(logits, match)) / 2,
+           lambda logits, match: F.cross_entropy(logits, match),                              # one direction only
+           lambda logits, match: F.cross_entropy(logits.T, torch.argsort(match))             # sum, not the mean
+           + F.cross_entropy(logits, match)],
+    notes="image i's caption is column match[i], so the axis=1 term takes match as labels and the axis=0 term "
+          "its inverse, argsort(match) (caption j belongs to image argsort(match)[j]); the same as reordering "
+          "the columns, logits[:, match], and using arange. With match = arange it is the pseudocode's loss.",
 ))

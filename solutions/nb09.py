@@ -45,6 +45,7 @@ register(Exercise(
            lambda N: 0.5 - 0.5 * torch.cos(2 * torch.pi * torch.arange(N) / N),           # Hann
            lambda N: 0.54 + 0.46 * torch.cos(2 * torch.pi * torch.arange(N) / N),         # sign flipped
            lambda N: torch.ones(N)],                                                      # rectangular
-    notes="w[n] = 0.54 - 0.46 cos(2 pi n / N) for n = 0..N-1 (periodic: w would repeat at n = N); dividing by "
+    notes="w[n] = a - b cos(2 pi n / N) with w[0] = a - b = 0.08 and w[N/2] = a + b = 1, so a = 0.54, b = 0.46: "
+          "w[n] = 0.54 - 0.46 cos(2 pi n / N) for n = 0..N-1 (periodic: w would repeat at n = N); dividing by "
           "N - 1 gives the symmetric window of filter design, which differs.",
 ))

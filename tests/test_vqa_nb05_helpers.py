@@ -1,4 +1,4 @@
-"""Notebook 05's additions to utils.vqa_model: the published baseline's global image token, and the tokens
+"""Notebook 05's additions to utils.vqa_model: the Jabri-style baseline's global image token, and the tokens
 under each object that its linear probe reads."""
 import numpy as np
 import pytest

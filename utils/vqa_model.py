@@ -372,7 +372,7 @@ def evaluate(model: AnswerScorer, feats: dict) -> dict:
 # ----------------------------------------------------------------------------- notebook 05: the published baseline, probes
 @torch.no_grad()
 def global_image_tokens(images, vision_tower: nn.Module, batch_size: int = 500):
-    """The image input of Jabri et al.'s baseline as published: one global feature of the whole image (here the
+    """The image input of a Jabri-style baseline (Jabri et al.'s): one global feature of the whole image (here the
     frozen CLIP tower's CLS feature of the full scene, no object proposals), in the layout of the other image
     tokens so that `AnswerScorer` (pool='mean') reads it: its position is the whole canvas (centre 0.5, 0.5,
     area 1). Introduced in notebook 05.

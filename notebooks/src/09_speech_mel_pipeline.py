@@ -157,8 +157,9 @@ ax.set(xlabel="time (ms)", ylabel="amplitude", title="25 ms windows with a 10 ms
 
 # %% [markdown]
 # **Rectangular vs Hamming.** Cutting a window out abruptly (rectangular) multiplies the signal by a box, and
-# the box's spectrum has high sidelobes: energy of one frequency leaks into distant bins. The Hamming window
-# $0.54 - 0.46 \cos(2\pi n / N)$ tapers the edges smoothly and trades a wider main lobe for much lower
+# the box's spectrum has high sidelobes: energy of one frequency leaks into distant bins. The Hamming window,
+# a raised cosine (one period of a cosine over the window, shifted up so that it falls to 0.08 at the window's
+# edges and rises to 1 in its middle), tapers the edges smoothly and trades a wider main lobe for much lower
 # sidelobes. We measure the highest sidelobe of each window's spectrum, in dB below the main lobe.
 
 # %%
@@ -333,8 +334,9 @@ ax.set(xlim=(0, 330), xlabel="frequency (Hz)", ylabel="filter weight",
 
 # %% [markdown]
 # So in section 8's spectrogram, the bottom rows come in pairs or triples that copy one DFT bin, each scaled by
-# its own weight: filters 0 and 1 both read only the 40 Hz bin, with weights 0.22 and 0.78, so their log-mel
-# rows differ by the constant ln(0.78 / 0.22) = 1.27 at every frame. That is the striped look of the lowest
+# its own weight: filters 0 and 1 both read only the 40 Hz bin, with the weights in the table, so their log-mel
+# rows differ by the same constant at every frame, the log of the ratio of the two weights (section 8 measures
+# it on a recording and checks it against the exact weights). That is the striped look of the lowest
 # mel bins. The remedies: a longer DFT (Kaldi's `fbank`, which AST uses, pads each 400-sample frame to 512
 # points), fewer mel bins, or a higher lowest frequency `f_min`.
 
@@ -491,10 +493,11 @@ checks.exercise("09.inverse_mel", my_inverse_mel);
 
 
 # %% [markdown]
-# **3.** Write `my_hamming(N)`, the Hamming window of section 4, $w[n] = 0.54 - 0.46 \cos(2\pi n / N)$ for
-# $n = 0, \dots, N - 1$, as a float tensor of length `N`, with `torch.arange` and `torch.cos` (not
-# `torch.hamming_window`). The checker compares it with the window the pipeline uses, for N = 400, 512 and 7.
-# Careful with the denominator: this is the *periodic* window of spectral analysis.
+# **3.** Write `my_hamming(N)`, the Hamming window of section 4, for $n = 0, \dots, N - 1$, as a float tensor
+# of length `N`, with `torch.arange` and `torch.cos` (not `torch.hamming_window`). It is one period of a
+# cosine, scaled and shifted: find the two coefficients from what section 4 says of it, $w[0] = 0.08$ and
+# $w[N/2] = 1$. It is the *periodic* window of spectral analysis: continued past the end, it would start
+# again at $n = N$. The checker compares it with the window the pipeline uses, for N = 400, 512 and 7.
 
 # %%
 def my_hamming(N):
