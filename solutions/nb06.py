@@ -8,20 +8,30 @@ from . import Exercise, register
 
 def _spliced_lengths_by_splicing():
     # measured by splicing real tensors, independently of the arithmetic a student does
-    def length(L, N):
-        ids = torch.zeros(1, L, dtype=torch.long)
-        ids[0, 1] = 4
-        out, _ = llava.splice_image_features(ids, torch.zeros(1, L, 2), torch.zeros(1, N, 2), 4)
-        return out.shape[1]
-    return (length(23, 64), length(40, 576))
+    def length(L, N, placeholders):
+        ids = torch.zeros(L, dtype=torch.long)
+        ids[torch.arange(placeholders) * 3 + 1] = 4                        # placeholders at 1, 4, ...
+        embeds, feats = torch.zeros(L, 2), torch.zeros(N, 2)
+        parts, last = [], 0
+        for p in (ids == 4).nonzero().flatten().tolist():                  # each placeholder -> the N features
+            parts += [embeds[last:p], feats]
+            last = p + 1
+        out = torch.cat(parts + [embeds[last:]])
+        if placeholders == 1:                                              # the library's splice agrees
+            assert llava.splice_image_features(ids[None], embeds[None], feats[None], 4)[0].shape[1] == len(out)
+        return len(out)
+    patches = (336 // 14) ** 2                                             # CLIP ViT-L/14 at 336 px
+    return (length(30, 64, 2), length(40, patches, 1))
 
 
 register(Exercise(
     key="06.spliced_length", kind="value",
     expected=_spliced_lengths_by_splicing,
-    solution=lambda: (23 - 1 + 64, 40 - 1 + 576),
-    wrong=[(23 + 64, 40 + 576), (64, 576), (23, 40), (22 + 65, 39 + 577)],
-    notes="the placeholder is replaced, not kept: L - 1 + N; image tokens dominate LLaVA-1.5's sequence.",
+    solution=lambda: (30 - 2 + 2 * 64, 40 - 1 + (336 // 14) ** 2),
+    wrong=[(30 + 2 * 64, 40 + 576), (30 - 1 + 64, 40 - 1 + 576), (30 - 2 + 2 * 65, 40 - 1 + 577),
+           (30 - 2 + 2 * 64, 40 - 1 + 256), (30 - 2 + 2 * 64, 40 - 1 + 24)],
+    notes="each placeholder is replaced, not kept: L - P + P N for P images of N tokens; (336 / 14)^2 = 576 "
+          "tokens an image for LLaVA-1.5, which dominate its sequence.",
 ))
 
 

@@ -183,11 +183,13 @@ for k, (name, emb) in enumerate([("learned (trained in notebook 02)", learned), 
 fig.colorbar(ax.images[0], cax=fig.add_subplot(gs[2]), label="cosine similarity")
 ax = fig.add_subplot(gs[4])
 distances = torch.arange(1, 15)
-for name, s in sim.items():
-    ax.plot(distances, [s[dist == d].mean().item() for d in distances], "o-", ms=4, label=name)
+curves = {name: [s[dist == d].mean().item() for d in distances] for name, s in sim.items()}
+for name, curve in curves.items():
+    ax.plot(distances, curve, "o-", ms=4, label=name)
 ax.axhline(0, color="gray", lw=0.6)
-ax.set(xlabel="city-block distance between positions", ylabel="mean cosine similarity", ylim=(lo, 1.0), xticks=distances[::2],
-       title="similarity against distance")
+low = min(0.0, min(min(c) for c in curves.values())) - 0.05      # the curves' range (and 0), not the mosaic's scale
+ax.set(xlabel="city-block distance between positions", ylabel="mean cosine similarity", ylim=(low, 1.02),
+       xticks=distances[::2], title="similarity against distance")
 ax.legend(fontsize=8);
 
 # %% [markdown]

@@ -88,13 +88,15 @@ ax.set_title("training scene 0", fontsize=8);
 # %%
 ids, labels = data["stage2"]
 pad = ids == tok.pad_token_id
-kind = np.where(pad, 0, np.where(labels != lm.IGNORE_INDEX, 2, 1))[:6]          # 0 pad, 1 no loss, 2 loss
+is_image = ids == tok.convert_tokens_to_ids(smollm.IMAGE_TOKEN)                  # the placeholder the connector fills
+kind = np.where(pad, 0, np.where(is_image, 3, np.where(labels != lm.IGNORE_INDEX, 2, 1)))[:6]  # 3: <image>
 fig, ax = plt.subplots(figsize=(12, 2.0), layout="constrained")
-cmap = plt.matplotlib.colors.ListedColormap(["#eeeeee", "#c6dbef", "#31a354"])
-ax.imshow(kind, cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
+cmap = plt.matplotlib.colors.ListedColormap(["#eeeeee", "#c6dbef", "#31a354", "#e6550d"])
+ax.imshow(kind, cmap=cmap, vmin=0, vmax=3, aspect="auto", interpolation="nearest")
 ax.set(xlabel="token position", ylabel="training row", yticks=range(6))
 ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in cmap.colors],
-          labels=["padding", "user turn / header: no loss", "assistant answer + <|im_end|>: loss"],
+          labels=["padding", "user turn / header: no loss", "assistant answer + <|im_end|>: loss",
+                  "<image>: the connector's tokens go here (no loss)"],
           loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
 ax.set_title("which positions of a conversation row carry loss", fontsize=9)
 row0 = labels[0][labels[0] != lm.IGNORE_INDEX]
