@@ -22,7 +22,7 @@
    error rate, the rest by exact match; the cascade baseline is the AST's word for each clip, in order (it is
    given the word boundaries, which the speech LM never is).
 
-Writes data/checkpoints/speech_lm.safetensors (the encoder, and per model the projector and the LM, float16)
+Writes data/checkpoints/speech_lm.safetensors (the encoder, and for SFT and DPO the projector and the LM, float16)
 and speech_lm.json (the recipe, the losses, the DPO logs, the results, the seconds). Each stage is saved to
 .cache/speech_lm/ when done, and a rerun resumes after the last saved stage.
 
@@ -59,7 +59,6 @@ SFT = dict(kinds=("transcribe",) + sl.SFT_KINDS, steps=1000, lr=2e-3)
 DPO = dict(kinds=("transcribe",) + sl.SFT_KINDS, steps=150, lr=5e-5, beta=0.1, batch_size=16, eval_every=50)
 BATCH = 32
 STAGE1_FROZEN = dict(kinds=sl.PRETRAIN_KINDS, steps=300, lr=2e-3, lm_trains=False)   # Qwen-Audio's frozen LLM
-MODELS = sl.SHIPPED_MODELS
 
 
 def trainable(model: at.AudioLM, lm_trains: bool = True) -> dict:
@@ -225,8 +224,7 @@ def main():
               for s, u in utts.items()}
     silence = sl.encode_utterances(encoder, clips.waves, [sl.Utterance("silence", (), (), ())], mean, std).to(device)
     record["encode_seconds"] = round(time.perf_counter() - t0, 1)
-    with torch.no_grad():
-        cascade = [" ".join(clips.words[int(k)] for k in encoder(X[list(u.clips)]).argmax(1)) for u in utts["test"]]
+    cascade = sl.cascade_transcripts(encoder, X, utts["test"], clips.words)
     record["cascade_wer"] = round(sl.word_error_rate(cascade, [u.text for u in utts["test"]]), 4)
     print(f"encoded {sum(len(u) for u in utts.values())} utterances in {record['encode_seconds']} s; "
           f"cascade WER {record['cascade_wer']:.1%}", flush=True)
@@ -283,9 +281,10 @@ def main():
     # 4. the shipped (float16) models, scored on the held-out voices
     shipped = {"encoder." + k: v for k, v in half(encoder.state_dict()).items()}
     results = {}
-    for name in MODELS:
+    for name in sl.TRAINED_MODELS:
         state = half(head_state(models[name]))
-        shipped.update({f"{name}.{k}": v for k, v in state.items()})
+        if name in sl.SHIPPED_MODELS:
+            shipped.update({f"{name}.{k}": v for k, v in state.items()})
         model = copy.deepcopy(models[name])
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
         feed = silence.expand_as(tokens["test"]) if name == "blind" else tokens["test"]

@@ -401,8 +401,7 @@ for name, label in (("stage1_frozen_lm", "LM frozen"), ("stage1", "LM trained"))
 # %%
 for name in ("sft", "dpo"):                                          # 2 models x 6 kinds x 400 utterances, live
     results[name] = sl.evaluate(speech_models[name], tokenizer, tokens_test, test_utts, WORDS)
-with torch.no_grad():
-    cascade = [" ".join(WORDS[k] for k in encoder(X[list(u.clips)]).argmax(1).tolist()) for u in test_utts]
+cascade = sl.cascade_transcripts(encoder, X, test_utts, WORDS)
 cascade_wer = sl.word_error_rate(cascade, [u.text for u in test_utts])
 live_equal = {k: float(np.mean([a == b for a, b in zip(results[k]["transcribe"]["answers"][:40],
                                                        speech_record["results"][k + "_answers"]["transcribe"])]))
