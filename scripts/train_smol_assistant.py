@@ -35,8 +35,9 @@ from utils import CACHE_DIR, DATA_DIR, checkpoints, env, instruct, llava, smollm
 from utils import assistant as A  # noqa: E402
 
 STAGE1 = A.StageConfig(steps=200, batch_size=8, lr_connector=2e-3, warmup=20, seed=0)
-STAGE2 = A.StageConfig(steps=360, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=40)
-TEXT_STEPS = 60    # the text-reading ceiling's stage 2: STAGE2's recipe on a 60-step schedule (time; see README)
+STAGE2 = A.StageConfig(steps=1000, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=100)
+TEXT_STEPS = 500   # the text-reading ceiling: STAGE2's recipe on a 500-step schedule (its rows are longer: 5.3 s a
+                   # step on 2 cores, where 1,000 steps would take 90 min)
 STATE_DIR = CACHE_DIR / "smol_assistant"
 
 
@@ -74,26 +75,16 @@ def run(args) -> None:
         return text_ceiling(model, tok, data, s2, state_dir, val_q, val_items, n, device)
 
     # ---- stage 1: descriptions, the connector alone
-    rows1 = tuple(f(x[:n]) for x in (data["f_train"], *data["stage1"]))
-    h1 = A.train_stage(model, rows1, s1, state_dir / "stage1.pt", desc="stage 1 (connector)")
-    d_val = A.generate(model, tok, f(data["f_val"][:len(val_q)][:50]), [instruct.DESCRIBE_PROMPT] * min(50, len(val_q)),
-                       max_new_tokens=48)
-    named1 = object_share(d_val, data["val_ds"])
-    log(f"stage 1: {s1.steps} steps, {h1['step_seconds']:.2f} s a step, loss {mean_tail(h1['loss']):.3f}; "
-        f"validation descriptions: objects named right {named1:.1%}; e.g. {d_val[0]!r}")
-    stage1_state = {k: v.half() for k, v in A.trainable_state(model).items()}       # the connector alone
-    A.load_trainable(model, stage1_state)
-    stage1_held_out = held_out(model, tok, data, n, device)
-    log(f"stage 1, held out: {summary(stage1_held_out)}")
-    results1 = dict(steps=s1.steps, step_seconds=round(h1["step_seconds"], 3), seconds=round(h1["train_seconds"], 1),
-                    loss=[round(x, 4) for x in h1["loss"]], val_objects_named=round(named1, 4),
-                    val_description=d_val[0], held_out=stage1_held_out)
-    if not args.smoke:
-        out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / f"{A.CHECKPOINT}_stage1", stage1_state,
-                                          dict(lm=smollm.SMOLLM_HUB_ID, connector="mlp2x_gelu",
-                                               feature_dim=data["f_train"].shape[-1], recipe=A.RECIPE,
-                                               stage1=vars(STAGE1), results=results1))
-        log(f"wrote {out.relative_to(DATA_DIR.parent)}")
+    if args.reuse_stage1 and not args.smoke:      # the shipped stage-1 connector, if STAGE1 made it
+        state1, cfg1 = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / f"{A.CHECKPOINT}_stage1")
+        if cfg1["stage1"] != vars(STAGE1) or cfg1["recipe"] != A.RECIPE:
+            raise ValueError(f"the shipped stage 1 was trained with {cfg1['stage1']}, not {vars(STAGE1)}: run without "
+                             "--reuse-stage1")
+        A.load_trainable(model, state1)
+        results1 = cfg1["results"]
+        log(f"stage 1: the shipped connector ({s1.steps} steps, {results1['step_seconds']} s a step)")
+    else:
+        results1 = stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, args)
     if args.stage1_only:
         return
     model.to(device)
@@ -149,6 +140,31 @@ def run(args) -> None:
         "now run scripts/update_manifest.py")
 
 
+def stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, args) -> dict:
+    """Stage 1 trained (or resumed): the connector on descriptions; scored, and shipped unless --smoke."""
+    rows1 = tuple(f(x[:n]) for x in (data["f_train"], *data["stage1"]))
+    h1 = A.train_stage(model, rows1, s1, state_dir / "stage1.pt", desc="stage 1 (connector)")
+    d_val = A.generate(model, tok, f(data["f_val"][:len(val_q)][:50]), [instruct.DESCRIBE_PROMPT] * min(50, len(val_q)),
+                       max_new_tokens=48)
+    named1 = object_share(d_val, data["val_ds"])
+    log(f"stage 1: {s1.steps} steps, {h1['step_seconds']:.2f} s a step, loss {mean_tail(h1['loss']):.3f}; "
+        f"validation descriptions: objects named right {named1:.1%}; e.g. {d_val[0]!r}")
+    stage1_state = {k: v.half() for k, v in A.trainable_state(model).items()}       # the connector alone
+    A.load_trainable(model, stage1_state)
+    stage1_held_out = held_out(model, tok, data, n, device)
+    log(f"stage 1, held out: {summary(stage1_held_out)}")
+    results1 = dict(steps=s1.steps, step_seconds=round(h1["step_seconds"], 3), seconds=round(h1["train_seconds"], 1),
+                    loss=[round(x, 4) for x in h1["loss"]], val_objects_named=round(named1, 4),
+                    val_description=d_val[0], held_out=stage1_held_out)
+    if not args.smoke:
+        out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / f"{A.CHECKPOINT}_stage1", stage1_state,
+                                          dict(lm=smollm.SMOLLM_HUB_ID, connector="mlp2x_gelu",
+                                               feature_dim=data["f_train"].shape[-1], recipe=A.RECIPE,
+                                               stage1=vars(STAGE1), results=results1))
+        log(f"wrote {out.relative_to(DATA_DIR.parent)}")
+    return results1
+
+
 def text_ceiling(model, tok, data, s2, state_dir, val_q, val_items, n, device) -> None:
     """The same stage-2 recipe (LoRA, same steps, rows and learning rate) on text: the true description is
     written before the first question and no image is given. Writes smol_assistant_text.json (results only)."""
@@ -156,7 +172,7 @@ def text_ceiling(model, tok, data, s2, state_dir, val_q, val_items, n, device) -
     model.to(device)
     convs = A.text_conversations(data["conversations"], data["scenes"])[:n]
     ids, labels = instruct.conversation_rows(tok, convs, image=False)
-    cfg = A.StageConfig(**{**vars(s2), **({"steps": TEXT_STEPS, "eval_every": 30} if n is None else {})})
+    cfg = A.StageConfig(**{**vars(s2), **({"steps": TEXT_STEPS} if n is None else {})})
     described_val = [instruct.described_question(it) for it in val_items]
 
     def eval_fn(m, step):
@@ -271,6 +287,9 @@ if __name__ == "__main__":
     parser.add_argument("--measure-one", choices=["lora", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--reuse-stage1", action="store_true",
+                        help="start stage 2 from the shipped stage-1 connector (checked to be STAGE1's) instead of "
+                             "training stage 1 again")
     parser.add_argument("--stage1-only", action="store_true", help="stop after stage 1 (its checkpoint and scores)")
     parser.add_argument("--stop-early", action="store_true",
                         help="end stage 2 at its last saved step (the run was stopped) and finish: pick the best "

@@ -202,6 +202,23 @@ def test_shipped_assistant_checkpoint_records_its_recipe():
     assert cfg["results"]["stage2"]["best_step"] in cfg["results"]["stage2"]["eval_steps"]
 
 
+def test_shipped_stage1_is_the_one_the_script_reuses():
+    """--reuse-stage1 starts stage 2 from the shipped stage-1 connector: it must be STAGE1's, and the shipped
+    assistant must record that same stage 1."""
+    import importlib.util
+
+    if not (ROOT / "data" / "checkpoints" / f"{A.CHECKPOINT}_stage1.json").exists():
+        pytest.skip("no shipped stage 1 yet")
+    spec = importlib.util.spec_from_file_location("train_smol_assistant", ROOT / "scripts" / "train_smol_assistant.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stage1 = checkpoints.read_json(ROOT / "data" / "checkpoints" / f"{A.CHECKPOINT}_stage1.json")
+    final = checkpoints.read_json(ROOT / "data" / "checkpoints" / f"{A.CHECKPOINT}.json")
+    assert stage1["stage1"] == vars(script.STAGE1) == final["stage1"] and stage1["recipe"] == A.RECIPE
+    assert final["results"]["stage1"]["held_out"]["answers"] == stage1["results"]["held_out"]["answers"]
+    assert final["stage2"] == vars(script.STAGE2)
+
+
 def test_script_smoke_mode(tmp_path):
     out = subprocess.run([sys.executable, "scripts/train_smol_assistant.py", "--smoke", "--state-dir", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
