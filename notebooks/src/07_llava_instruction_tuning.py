@@ -136,7 +136,11 @@ report.table(["position t", "the last tokens it has read", "token t+1", "label t
 # weights $W$ and learns a low-rank change $W + \frac{\alpha}{r} BA$ ($B$ starts at 0, so the LM starts
 # unchanged). We use the `peft` library's LoRA on every projection of SmolLM2's attention and MLP. What trains,
 # in the shipped run, and what one stage-2 step costs with LoRA and with the whole LM trained instead (the
-# script measured both on this kind of machine, 8 conversations a step, each in a fresh process):
+# script measured both together on this kind of machine, 8 conversations a step, each in a fresh process, the
+# mean of 3 steps after a warm-up). The first table's step times are the runs' own means: stage 1 ran in an
+# earlier session, on a day this shared machine was slower, and stage 2's mean over 1,000 steps is below the
+# 3-step measurement. Times on this machine move from run to run, so compare the two modes within the second
+# table, whose rows were measured one after the other:
 
 # %%
 model, _, smol_cfg = assistant.load_assistant()                    # SmolLM2 + LoRA + connector, shipped
@@ -189,7 +193,8 @@ del lm_before
 #   scenes);
 # - **text-reading ceiling**: the same LoRA recipe with the scene's true description written in the prompt
 #   instead of the image (on a 500-step schedule, half of stage 2's: its rows are longer, and 1,000 steps would
-#   take the script 90 minutes): what SmolLM2 does when the image side is perfect;
+#   take the script about 75 minutes; the row is its last step): what SmolLM2 does when the image side is
+#   perfect;
 # - **the course LM**: the best model of the same two stages on our 0.92M-parameter LM (gated
 #   cross-attention, 200 + 2,400 steps, `scripts/train_llava_instruct.py`).
 
@@ -227,11 +232,13 @@ print("in brackets: the 95% interval (Wilson) of each accuracy; 80 questions a k
 print(f"after stage 1, asked {sub_q[PER_KIND]!r}: {live_stage1[PER_KIND]!r} (the truth: {items[SUBSET[PER_KIND]]['answer']!r})")
 stage2_run = record["stage2"]
 print(f"stage 2 ran {stage2_run['steps_run']} of its schedule's {stage2_run['steps']} steps (validation, overall: "
-      + ", ".join(f"step {k} {v['overall'][0]:.1%}" for k, v in zip(stage2_run["eval_steps"], stage2_run["val"])) + ")")
+      + ", ".join(f"step {k} {v['overall'][0]:.1%}" for k, v in zip(stage2_run["eval_steps"], stage2_run["val"]))
+      + f"); the shipped model is step {stage2_run['best_step']}, the best on validation")
 
 # %% [markdown]
-# Read the table row by row. Trained on descriptions only, the stage-1 model answers a question by starting a
-# description or a sentence (the example under the table), so almost nothing matches word for word: stage 1
+# Read the table row by row. Trained on descriptions only, the stage-1 model answers a question with something
+# other than the expected words (the example under the table; more in the table of answers below), so almost
+# nothing matches word for word: stage 1
 # aligns the image tokens with the LM's words; it does not teach the answer format. Stage 2 teaches the format.
 # Whether its answers come from the image, kind by kind, is what the blind row tells (next cells), and how much
 # of the image it reads is what the text-reading ceiling tells. Differences whose 95% intervals overlap are
@@ -325,9 +332,10 @@ print(f"SmolLM2 after stage 2 answers colour {s2['colour'][0]:.1%} and shape {s2
 # well for position, and worst for counting, where the answer needs every object token checked against the
 # question and the matches added up. Its wrong counts are near misses, mostly off by one (the count lines
 # above), not one answer given to every question. Reading words, SmolLM2 learned to count within a 500-step
-# schedule; from the image tokens, 1,000 steps of stage 2 were not enough, and the count column on the
-# validation scenes was still jumping between evaluations near the end (the last line above). That is what more
-# of both stages would buy.
+# schedule; from the image tokens, 1,000 steps of stage 2 were not enough, and the last line above shows the
+# count column on 40 validation questions flat over the last 500 steps, within a few questions of where it was
+# at step 500. So more of the same steps alone may not fix it; more count turns in the conversations, or a
+# connector that makes objects easier to compare, are the experiments to run next.
 
 # %%
 SHOW = [SUBSET[k * PER_KIND + j] for k in range(5) for j in range(2)]                   # two of each kind, answered live
@@ -381,19 +389,20 @@ report.table(["LM", "text", "perplexity before stage 2", "after stage 2", "ratio
 print(f"'What is the capital of France?'\n  adapters off: {chat_off!r}\n  adapters on:  {chat_on!r}")
 
 # %% [markdown]
-# LoRA left SmolLM2's own weights alone, and with the adapters on, its English perplexity grew by the ratio
-# above, where the course LM, whose stage 2 trained every weight, lost its text. What the adapters did change is
-# how it chats: with them on, a plain question gets an answer of a word or two, the only form of answer the
-# stage-2 conversations taught, whether or not that word answers the question (compare the two lines above).
-# Switching the adapters off gives SmolLM2 back as released; LLaVA-1.5 mixed ordinary text conversations into
-# its stage-2 data to keep this ability.
+# LoRA left SmolLM2's own weights alone. With the adapters on, its English perplexity grew by the ratio in the
+# table: a real but modest cost next to the course LM's, whose stage 2 trained every weight and lost its text.
+# The adapters changed how it chats more: compare the two answers above. With them on, a plain question tends to
+# get the terse style of most stage-2 answers (a word or a short phrase), whether or not it answers the
+# question. Switching the adapters off gives back the SmolLM2 we loaded (the wheel's 4-bit copy of the released
+# model); LLaVA-1.5 mixed ordinary text conversations into its stage-2 data to keep this ability.
 
 # %% [markdown]
 # ## 6. The course LM in the same recipe, and connectors compared
 #
 # The same two stages on our 0.92M-parameter course LM give the last row of section 4's table. What it lacked
-# is reading its context: given each held-out question after the scene's true description, as SmolLM2 is in the
-# text-reading ceiling, it answers about as often as blind, and gives the same answer whatever the scene says:
+# is reading its context: given each held-out question after the scene's true description (as SmolLM2 is in the
+# text-reading ceiling, though here with no training on such rows: the pretrained course LM), it answers few of
+# them, mostly with the same answer whatever the scene says:
 
 # %%
 course_blind = instruct.new_instruct_model(language_model, tower, f_test.shape[-1])
@@ -428,9 +437,11 @@ report.table(["connector (course LM)", "feature width", "trainable, stage 1", "t
               "image tokens in the LM's sequence", "s / step, stage 2", *vqa.QUESTION_TYPES, "overall"], rows)
 
 # %% [markdown]
-# One run per row, one seed, so differences of a few points are noise. The cross-attention blocks add far more
+# One run per row, one seed, so differences of a few points are noise; larger gaps are not: on the course LM the
+# MLP ends below the linear projection and the cross-attention blocks. The cross-attention blocks add far more
 # trainable parameters than a projection (the stage-1 column), and they keep the image out of the LM's sequence
-# (0 image tokens). On SmolLM2 we use the MLP, as LLaVA-1.5 does.
+# (0 image tokens). On SmolLM2 we use the MLP, as LLaVA-1.5 does; this comparison was not run on SmolLM2, where
+# one variant takes over an hour to train here.
 
 # %% [markdown]
 # ## 7. Whose data, whose weights: the lecture's openness table
@@ -455,7 +466,8 @@ report.table(["model", "VLM weights", "VLM data + code", "LLM weights", "LLM dat
 # %% [markdown]
 # The stages line up: Molmo pretrains on caption generation (PixMo-Cap, dense captions), as our stage 1 trains on
 # descriptions; then it fine-tunes on instructions (PixMo-AskModelAnything, PixMo-CapQA and others), as our
-# stage 2 does. Both Molmo and LLaVA use a linear projection (the first row of section 6's table).
+# stage 2 does. The lecture lists a linear projection as the connector of both Molmo and LLaVA (the first row
+# of section 6's table); LLaVA-1.5 moved to the 2-layer MLP that our assistant uses.
 # "Distilled" marks VLM training data made by proprietary VLMs (the Molmo paper: "synthetic data from
 # proprietary VLMs ..., effectively distilling these closed VLMs into open ones"). LLaVA-1.5's data counts as
 # open: it includes LLaVA's 158K instructions, written by a text-only GPT-4 from captions, not by a VLM from
