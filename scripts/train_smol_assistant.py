@@ -84,7 +84,7 @@ def run(args) -> None:
         results1 = cfg1["results"]
         log(f"stage 1: the shipped connector ({s1.steps} steps, {results1['step_seconds']} s a step)")
     else:
-        results1 = stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, args)
+        results1 = stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, ship=not args.smoke)
     if args.stage1_only:
         return
     model.to(device)
@@ -140,8 +140,8 @@ def run(args) -> None:
         "now run scripts/update_manifest.py")
 
 
-def stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, args) -> dict:
-    """Stage 1 trained (or resumed): the connector on descriptions; scored, and shipped unless --smoke."""
+def stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, ship: bool) -> dict:
+    """Stage 1 trained (or resumed): the connector on descriptions; scored, and written to data/ with `ship`."""
     rows1 = tuple(f(x[:n]) for x in (data["f_train"], *data["stage1"]))
     h1 = A.train_stage(model, rows1, s1, state_dir / "stage1.pt", desc="stage 1 (connector)")
     d_val = A.generate(model, tok, f(data["f_val"][:len(val_q)][:50]), [instruct.DESCRIBE_PROMPT] * min(50, len(val_q)),
@@ -156,7 +156,7 @@ def stage_one(model, tok, data, s1, state_dir, val_q, n, f, device, args) -> dic
     results1 = dict(steps=s1.steps, step_seconds=round(h1["step_seconds"], 3), seconds=round(h1["train_seconds"], 1),
                     loss=[round(x, 4) for x in h1["loss"]], val_objects_named=round(named1, 4),
                     val_description=d_val[0], held_out=stage1_held_out)
-    if not args.smoke:
+    if ship:
         out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / f"{A.CHECKPOINT}_stage1", stage1_state,
                                           dict(lm=smollm.SMOLLM_HUB_ID, connector="mlp2x_gelu",
                                                feature_dim=data["f_train"].shape[-1], recipe=A.RECIPE,

@@ -302,7 +302,7 @@ def count_misses(answers):
 for name, answers in (("stage 2", record["answers"]), ("text-reading ceiling", text_cfg["answers"])):
     n_wrong, n_count, off1, high = count_misses(answers)
     print(f"count, {name}: {n_wrong} of {n_count} wrong; {off1} of them off by one, {high} too high")
-late = [(k, v["count"][0]) for k, v in zip(stage2_run["eval_steps"], stage2_run["val"])][-6:]
+late = [(k, v["count"][0]) for k, v in zip(stage2_run["eval_steps"], stage2_run["val"]) if k >= stage2_run["steps"] - 500]
 print("stage 2, count on the validation scenes (40 questions): " + ", ".join(f"step {k} {v:.1%}" for k, v in late))
 
 # %% [markdown]
