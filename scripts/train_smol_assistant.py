@@ -77,7 +77,7 @@ def run(args) -> None:
     # ---- stage 1: descriptions, the connector alone
     if args.reuse_stage1 and not args.smoke:      # the shipped stage-1 connector, if STAGE1 made it
         state1, cfg1 = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / f"{A.CHECKPOINT}_stage1")
-        if cfg1["stage1"] != vars(STAGE1) or cfg1["recipe"] != A.RECIPE:
+        if cfg1["stage1"] != vars(STAGE1) or A.stage1_recipe(cfg1["recipe"]) != A.stage1_recipe():
             raise ValueError(f"the shipped stage 1 was trained with {cfg1['stage1']}, not {vars(STAGE1)}: run without "
                              "--reuse-stage1")
         A.load_trainable(model, state1)
@@ -190,6 +190,7 @@ def text_ceiling(model, tok, data, s2, state_dir, val_q, val_items, n, device) -
     if n is None:
         out = DATA_DIR / "checkpoints" / "smol_assistant_text.json"
         out.write_text(json.dumps(dict(recipe="stage 2 of smol_assistant on text rows (description + question)",
+                                       conversations=A.RECIPE["conversations"],
                                        stage2=vars(cfg), lora=A.LORA, step_seconds=round(h["step_seconds"], 3), eval_steps=h["eval_steps"],
                                        val=h["eval"], accuracy=rounded(acc), answers=answers), indent=1) + "\n")
         log(f"wrote {out.relative_to(DATA_DIR.parent)}")

@@ -214,7 +214,8 @@ def test_shipped_stage1_is_the_one_the_script_reuses():
     spec.loader.exec_module(script)
     stage1 = checkpoints.read_json(ROOT / "data" / "checkpoints" / f"{A.CHECKPOINT}_stage1.json")
     final = checkpoints.read_json(ROOT / "data" / "checkpoints" / f"{A.CHECKPOINT}.json")
-    assert stage1["stage1"] == vars(script.STAGE1) == final["stage1"] and stage1["recipe"] == A.RECIPE
+    assert stage1["stage1"] == vars(script.STAGE1) == final["stage1"]
+    assert A.stage1_recipe(stage1["recipe"]) == A.stage1_recipe() and final["recipe"] == A.RECIPE
     assert final["results"]["stage1"]["held_out"]["answers"] == stage1["results"]["held_out"]["answers"]
     assert final["stage2"] == vars(script.STAGE2)
 

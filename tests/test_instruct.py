@@ -231,6 +231,27 @@ def test_item_conversations_start_with_the_items_question_and_add_the_writers():
         instruct.item_conversations(ds, p_describe=-0.1)
 
 
+def test_count_present_asks_counts_of_what_the_scene_holds():
+    rng0, rng1, rng_old = (np.random.default_rng(5) for _ in range(3))
+    zeros, nonzero, n = Counter(), Counter(), 0
+    for _ in range(400):
+        scene = instruct.sample_scene(rng0, int(rng0.integers(1, 5)))
+        rng1.bit_generator.state = rng_old.bit_generator.state = rng0.bit_generator.state
+        assert instruct.questions_about(scene, rng_old) == instruct.questions_about(scene, rng1, count_present=0.0)
+        for p in (0.0, 1.0):
+            rng = np.random.default_rng(n)
+            n += 1
+            (count,) = [t for t in instruct.questions_about(scene, rng, count_present=p) if t[0] == "count"]
+            assert count[2] == _answer(scene, "count", count[1])
+            (zeros if count[2] == "0" else nonzero)[p] += 1
+    assert zeros[1.0] == 0 and nonzero[1.0] == 400          # always a colour or shape the scene holds
+    assert zeros[0.0] > 150                                   # any colour or shape: mostly absent ones
+    with pytest.raises(ValueError, match="count_present"):
+        instruct.questions_about(scene, rng0, count_present=1.5)
+    with pytest.raises(ValueError, match="count_present"):
+        instruct.item_conversations(vqa.make_vqa_dataset(4, seed=4), count_present=-0.1)
+
+
 @pytest.mark.parametrize("connector", ["mlp2x_gelu", "cross_attention"])
 def test_train_stage_trains_the_connector_alone_then_the_lm_too(tok, connector):
     from test_llava_data import TinyTower

@@ -30,7 +30,12 @@ CHECKPOINT = "smol_assistant"          # data/checkpoints/smol_assistant.{safete
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0,     # LLaVA-1.5's LoRA recipe is r=128, alpha=256 on a 7B LM
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 RECIPE = dict(train=dict(n=3000, seed=1), n_val=200, test=dict(n=400, seed=2),       # notebook 05's scenes
-              conversations=dict(seed=0, turns=4, p_describe=0.25))                  # instruct.item_conversations
+              conversations=dict(seed=0, turns=5, p_describe=0.25, count_present=0.8))  # instruct.item_conversations
+
+
+def stage1_recipe(recipe: dict = RECIPE) -> dict:
+    """The parts of a recipe that stage 1 depends on (its scenes, split and held-out set; not the conversations)."""
+    return {k: recipe[k] for k in ("train", "n_val", "test")}
 
 
 @dataclass
@@ -315,24 +320,36 @@ def generate(model: SmolLlava, tokenizer, features: torch.Tensor | None, questio
     """Greedy answers to one question per image from region features (n, N, F): prompts of the same token length
     are generated together as one batch (no padding, so batched equals one at a time). With `image=False` the
     `<image>` placeholder is left out and the LM answers blind (`features` may be None)."""
+    prompts = [instruct.prompt_text(q, image=image) for q in questions]
+    return generate_from_prompts(model, tokenizer, features if image else None, prompts, max_new_tokens, batch_size)
+
+
+@torch.no_grad()
+def generate_from_prompts(model: SmolLlava, tokenizer, features: torch.Tensor | None, prompts: list[str],
+                          max_new_tokens: int = 8, batch_size: int = 200, **generate_kwargs) -> list[str]:
+    """Answers to ChatML prompt texts, each holding the model's placeholder once when `features` (n, N, F) are
+    given (spliced there) and none when `features` is None (the LM alone, blind). Prompts of one token length
+    are generated together (no padding); greedy unless `generate_kwargs` say otherwise (do_sample=True)."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompts = tokenizer([instruct.prompt_text(q, image=image) for q in questions])["input_ids"]
+    ids_of = tokenizer(prompts)["input_ids"]
     groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(ids_of):
         groups.setdefault(len(p), []).append(i)
-    answers = [""] * len(questions)
+    answers = [""] * len(prompts)
     model.eval()
     lm = model.language_model
     device = next(model.parameters()).device
     for members in groups.values():
         for k in range(0, len(members), batch_size):
             idx = members[k:k + batch_size]
-            ids = torch.tensor([prompts[i] for i in idx], device=device)                 # (b, L)
-            if image:
-                out = model.generate(features[idx].to(device), ids, max_new_tokens=max_new_tokens, eos_token_id=end)
+            ids = torch.tensor([ids_of[i] for i in idx], device=device)                  # (b, L)
+            if features is not None:
+                out = model.generate(features[idx].to(device), ids, max_new_tokens=max_new_tokens, eos_token_id=end,
+                                     **generate_kwargs)
             else:
+                kw = dict(do_sample=False, pad_token_id=lm.config.pad_token_id) | generate_kwargs
                 out = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                  eos_token_id=end, do_sample=False, pad_token_id=lm.config.pad_token_id)
+                                  eos_token_id=end, **kw)
                 out = out[:, ids.shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
                 answers[i] = text.strip()

@@ -34,13 +34,17 @@ def describe(scene: shapes.Scene) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def questions_about(scene: shapes.Scene, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+def questions_about(scene: shapes.Scene, rng: np.random.Generator, count_present: float = 0.0) -> list[tuple[str, str, str]]:
     """One (qtype, question, answer) per question kind that the description can answer, read from the
     description only: colour of the object whose shape is unique, shape of the object whose colour is
     unique, a count of a colour or a shape (0 to 4), where the object with a unique colour and shape is,
-    and whether an object has a colour ("yes" or "no, it is <colour>"). Answers are `utils.vqa`'s words."""
+    and whether an object has a colour ("yes" or "no, it is <colour>"). Answers are `utils.vqa`'s words.
+    `count_present`: the probability that the count asks about the colour or shape of one of the scene's objects
+    (an answer of 1 to 4, larger counts as often as their objects) instead of any of the 6 colours or 4 shapes
+    (mostly absent ones: answer 0)."""
     validate.instance("scene", scene, shapes.Scene)
     validate.instance("rng", rng, np.random.Generator)
+    validate.number("count_present", count_present, 0.0, 1.0)
     objs = scene.objects
     by_shape, by_colour = Counter(o.shape for o in objs), Counter(o.color for o in objs)
     pairs = Counter((o.color, o.shape) for o in objs)
@@ -53,11 +57,14 @@ def questions_about(scene: shapes.Scene, rng: np.random.Generator) -> list[tuple
     if unique_colour:
         o = unique_colour[rng.integers(len(unique_colour))]
         out.append(("shape", f"What shape is the {o.color} object?", o.shape))
+    present = lambda: count_present > 0 and rng.random() < count_present   # noqa: E731 (no draw at 0: the old stream)
     if rng.random() < 0.5:
-        c = shapes.COLOR_NAMES[rng.integers(len(shapes.COLOR_NAMES))]
+        colours = [o.color for o in objs] if present() else shapes.COLOR_NAMES       # an object's: weighted by count
+        c = colours[rng.integers(len(colours))]
         out.append(("count", f"How many {c} objects are there?", str(by_colour[c])))
     else:
-        s = shapes.SHAPES[rng.integers(len(shapes.SHAPES))]
+        kinds = [o.shape for o in objs] if present() else shapes.SHAPES
+        s = kinds[rng.integers(len(kinds))]
         out.append(("count", f"How many {vqa.PLURALS[s]} are there?", str(by_shape[s])))
     unique_pair = [o for o in objs if pairs[o.color, o.shape] == 1]
     if unique_pair:
@@ -107,15 +114,17 @@ def make_conversations(n: int, seed: int = 0, turns: int = 3, p_describe: float 
     return scenes, convs
 
 
-def _writer_turns(scene: shapes.Scene, rng: np.random.Generator, p_describe: float, skip_kind: str | None = None):
+def _writer_turns(scene: shapes.Scene, rng: np.random.Generator, p_describe: float, skip_kind: str | None = None,
+                  count_present: float = 0.0):
     """The writer's turns about one scene: its questions (all kinds but `skip_kind`) in random order, after a
     description request with probability `p_describe`."""
-    qs = [t for t in questions_about(scene, rng) if t[0] != skip_kind]
+    qs = [t for t in questions_about(scene, rng, count_present) if t[0] != skip_kind]
     qs = [qs[i] for i in rng.permutation(len(qs))]
     return ([("describe", DESCRIBE_PROMPT, describe(scene))] if rng.random() < p_describe else []) + qs
 
 
-def item_conversations(ds, seed: int = 0, turns: int = 4, p_describe: float = 0.25) -> list[list[tuple[str, str, str]]]:
+def item_conversations(ds, seed: int = 0, turns: int = 4, p_describe: float = 0.25,
+                       count_present: float = 0.0) -> list[list[tuple[str, str, str]]]:
     """Conversations about the scenes of a `utils.vqa.make_vqa_dataset` (notebook 05's items): each starts
     with the item's own question and its answer in words, then the writer's questions of the other kinds about
     the same scene (`questions_about`, read from the description) in random order, after a description request
@@ -127,7 +136,7 @@ def item_conversations(ds, seed: int = 0, turns: int = 4, p_describe: float = 0.
     convs = []
     for scene_json, question, choices, answer, qtype in zip(ds["scene"], ds["question"], ds["choices"], ds["answer"],
                                                             ds["qtype"]):
-        more = _writer_turns(shapes.Scene.from_json(scene_json), rng, p_describe, skip_kind=qtype)
+        more = _writer_turns(shapes.Scene.from_json(scene_json), rng, p_describe, skip_kind=qtype, count_present=count_present)
         convs.append([(qtype, question, choices[answer])] + more[:turns - 1])
     return convs
 
