@@ -195,10 +195,16 @@ def encode_utterances(ast: at.AST, waves: torch.Tensor, utts: list[Utterance], m
     for s in bar(range(0, len(utts), batch_size), desc="encoding utterances", disable=not progress):
         x = torch.stack([utterance_waveform(waves, u) for u in utts[s:s + batch_size]])     # (B, samples)
         spec = normalise(audio.log_mel_spectrogram(x, n_mels=N_MELS, **MEL), mean, std)   # (B, M, T)
-        windows = frame_windows(spec)                                                     # (B, W, M, 98)
-        feats = ast.forward_features(windows.flatten(0, 1))                               # (B*W, 2 + f*t, D_a)
-        out.append(((feats[:, 0] + feats[:, 1]) / 2).reshape(len(x), windows.shape[1], -1))
+        out.append(window_tokens(ast, spec))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def window_tokens(ast: at.AST, spec: torch.Tensor) -> torch.Tensor:
+    """(B, M, T) normalised log-mel -> (B, W, D_a): per 1-s window every 200 ms, the AST's pooled output."""
+    windows = frame_windows(spec)                                                         # (B, W, M, 98)
+    feats = ast.forward_features(windows.flatten(0, 1))                                   # (B*W, 2 + f*t, D_a)
+    return ((feats[:, 0] + feats[:, 1]) / 2).reshape(len(spec), windows.shape[1], -1)
 
 
 # ----------------------------------------------------------------------------- tasks, each named by a prompt
@@ -382,7 +388,7 @@ def wrong_answer_rows(truth: list[str], answers: list[str]) -> list[int]:
 
 
 __all__ = ["WordClips", "load_word_clips", "normalise", "ast_config", "spec_augment", "train_word_ast",
-           "Utterance", "make_utterances", "utterance_waveform", "frame_windows", "encode_utterances", "task",
+           "Utterance", "make_utterances", "utterance_waveform", "frame_windows", "encode_utterances", "window_tokens", "task",
            "task_rows", "word_errors", "word_error_rate", "exact_match", "lm_loss", "answer", "evaluate",
            "load_speech_lm", "SHIPPED_MODELS", "TRAINED_MODELS", "cascade_transcripts", "answer_logprobs",
            "dpo_batch_loss", "wrong_answer_rows", "NUMBERS", "PRETRAIN_KINDS", "SFT_KINDS", "ALL_KINDS"]

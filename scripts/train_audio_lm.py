@@ -1,0 +1,265 @@
+"""Notebook 10's speech LM: SmolLM2-135M-Instruct hearing utterances, trained in Qwen2-Audio's three stages.
+
+The encoder is notebook 10's AST (shipped in `speech_lm`, frozen): 31 audio tokens per 7-s utterance, one per
+200 ms (`speech_lm.encode_utterances`). The LM side is notebook 07's machinery (`utils.assistant`, `utils.audio_lm`):
+an mlp2x_gelu connector, the tokens spliced at `<audio>`, LoRA adapters from peft.
+1. stage 1, audio-text pretraining: three tasks named by natural-language prompts ("Transcribe the speech.",
+   "How many words are said?", "What is the first word?"); the connector alone trains, the LM frozen;
+2. stage 2, SFT: the three instructions ("Which word comes after 'X'?", "Is 'X' said?", "Say the words in
+   reverse order.") with the three pretraining tasks mixed in (a sixth each), the connector and LoRA train; the
+   step is picked on validation utterances of the training voices;
+3. stage 3, DPO: pairs from the SFT model's own wrong answers (greedy and sampled) on training utterances,
+   chosen = the right answer, rejected = its answer; the SFT model is the start and the frozen reference (its
+   log-probabilities computed once); the step is picked on validation;
+4. baselines: SFT with no stage 1 (SFT only), the SFT model with the audio left out (blind), and the cascade (the
+   AST's word for each clip, given the word boundaries the speech LM never gets).
+Every model answers every task about the 400 held-out utterances (the two held-out voices), greedily.
+
+Writes data/checkpoints/audio_lm.safetensors (the SFT and DPO models' connector and LoRA, float16) and
+audio_lm.json (the recipe, what trained, losses, DPO logs, results, seconds). Every stage saves its state into
+.cache/audio_lm/ as it goes; run the same command again to resume.
+
+    python scripts/train_audio_lm.py                 # about 70 minutes on 2 threads
+    python scripts/train_audio_lm.py --smoke         # 2 steps a stage on a few utterances; writes nothing
+    python scripts/train_audio_lm.py --device cuda   # on a GPU (same seeds; numbers differ slightly)
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils import CACHE_DIR, DATA_DIR, checkpoints, env, smollm  # noqa: E402
+from utils import assistant as A  # noqa: E402
+from utils import audio_lm as al  # noqa: E402
+from utils import speech_lm as sl  # noqa: E402
+from utils.progress import progress  # noqa: E402
+
+N = dict(train=6000, val=120, test=400)
+UTTERANCE_SEEDS = dict(train=1, test=2, val=3)        # as scripts/train_speech_lm.py: the same utterances
+STAGE1 = A.StageConfig(steps=250, batch_size=16, lr_connector=2e-3, warmup=20, seed=0)
+SFT = A.StageConfig(steps=500, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=100)
+DPO = dict(steps=100, batch_size=8, lr=5e-5, beta=0.1, eval_every=20, pairs_from=2000, seed=2)
+STATE_DIR = CACHE_DIR / "audio_lm"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def mixed_kinds(kinds, n: int, seed: int) -> list[str]:
+    g = np.random.default_rng(seed)
+    return [kinds[i] for i in g.integers(len(kinds), size=n)]
+
+
+def val_score(scores: dict) -> float:
+    """One number to pick a step: the mean over kinds of (1 - WER) for transcription and the exact match else."""
+    return float(np.mean([1 - v if k == "transcribe" else v for k, v in scores.items()]))
+
+
+def trainable_counts(model) -> dict:
+    named = list(model.named_parameters())
+    return dict(connector=sum(p.numel() for k, p in named if p.requires_grad and A.is_connector(k)),
+                lora=sum(p.numel() for k, p in named if p.requires_grad and A.is_lora(k)),
+                lm=sum(p.numel() for k, p in named if p.requires_grad and not (A.is_connector(k) or A.is_lora(k))))
+
+
+def train(model, tok, tokens, utts, kinds, cfg, path, words, desc, eval_fn=None) -> dict:
+    """One stage: `cfg` (A.StageConfig) on rows of `kinds` mixed uniformly over `utts`, resumable at `path`."""
+    _, _, ids, labels = al.task_rows(tok, utts, mixed_kinds(list(kinds), len(utts), cfg.seed), cfg.seed + 100, words)
+    hist = A.train_stage(model, (tokens, ids.to(tokens.device), labels.to(tokens.device)), cfg, path, eval_fn=eval_fn,
+                         desc=desc)
+    A.set_trainable(model, lora=cfg.lr_lora > 0)
+    return dict(steps=cfg.steps, step_seconds=round(hist["step_seconds"], 3), seconds=round(hist["train_seconds"], 1),
+                loss=[round(x, 4) for x in hist["loss"]], trainable=trainable_counts(model),
+                eval_steps=hist["eval_steps"], val=hist["eval"])
+
+
+def dpo(model, tok, tokens, utts, val, words, path, smoke, device) -> dict:
+    """DPO from the SFT model's mistakes (its greedy answer and two sampled at temperature 1, on `pairs_from`
+    training utterances, every instruction and pretraining kind): connector + LoRA train, the reference
+    log-probabilities are the SFT model's, computed once; validated every eval_every steps, best step kept."""
+    n = 8 if smoke else DPO["pairs_from"]
+    utts, tokens = utts[:n], tokens[:n]
+    kinds = mixed_kinds(list(sl.ALL_KINDS), n, DPO["seed"])
+    questions, truth = sl.task_rows(utts, kinds, DPO["seed"] + 100, words)
+    truth = [t.strip() for t in truth]
+    torch.manual_seed(DPO["seed"])
+    pairs = set()
+    for how in ("greedy", "sampled", "sampled"):
+        kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if how == "sampled" else {}
+        answers = al.answer(model, tok, tokens, questions, **kw)
+        pairs |= {(i, answers[i]) for i in sl.wrong_answer_rows(truth, answers)}
+    pairs = sorted(pairs)
+    if not pairs:
+        raise RuntimeError("the SFT model made no mistake on the training utterances: no DPO pairs")
+    rows = torch.tensor([i for i, _ in pairs])
+    chosen = al.rows(tok, [questions[i] for i, _ in pairs], [truth[i] for i, _ in pairs])
+    rejected = al.rows(tok, [questions[i] for i, _ in pairs], [a for _, a in pairs])
+    chosen, rejected = tuple(x.to(device) for x in chosen), tuple(x.to(device) for x in rejected)
+    model.eval()
+    with torch.no_grad():                                         # the frozen reference: the SFT model, once
+        ref = [torch.cat([al.answer_logprobs(model, tokens[rows[s:s + 32]], chosen[0][s:s + 32], chosen[1][s:s + 32])
+                          for s in range(0, len(rows), 32)]),
+               torch.cat([al.answer_logprobs(model, tokens[rows[s:s + 32]], rejected[0][s:s + 32],
+                                             rejected[1][s:s + 32]) for s in range(0, len(rows), 32)])]
+    params = A.set_trainable(model, lora=True)
+    opt = torch.optim.AdamW(params, lr=DPO["lr"], weight_decay=0.0)
+    steps = 2 if smoke else DPO["steps"]
+    state = dict(log=[], val=[], snapshots={})
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        A.load_trainable(model, state["weights"])
+        opt.load_state_dict(state["optimizer"])
+    if not state["val"]:
+        state["val"].append(dict(step=0, **al.scores(al.evaluate(model, tok, val[0], val[1], words))))
+    bar = progress(range(len(state["log"]), steps), total=steps - len(state["log"]), desc="DPO (connector + LoRA)")
+    t0, seconds0 = time.perf_counter(), state.get("seconds", 0.0)
+    for step in bar:
+        model.train()
+        b = A.batch_rows(step, len(rows), min(DPO["batch_size"], len(rows)), DPO["seed"])
+        loss, info = al.dpo_step_loss(model, tokens[rows[b]], (chosen[0][b], chosen[1][b]),
+                                      (rejected[0][b], rejected[1][b]), ref[0][b], ref[1][b], beta=DPO["beta"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        state["log"].append(dict(step=step, loss=round(loss.item(), 5), **{k: round(v, 5) for k, v in info.items()}))
+        done = step + 1
+        if done % DPO["eval_every"] == 0 or done == steps:
+            res = al.scores(al.evaluate(model, tok, val[0], val[1], words))
+            state["val"].append(dict(step=done, **res))
+            state["snapshots"][done] = A.trainable_state(model)
+            log(f"  DPO step {done}: loss {loss.item():.4f}, margin {info['margin']:+.3f}, validation {res}")
+            state.update(weights=A.trainable_state(model), optimizer=opt.state_dict(),
+                         seconds=seconds0 + time.perf_counter() - t0)       # evaluations included
+            torch.save(state, path)
+    scored = [v for v in state["val"] if v["step"] > 0]
+    best = max(scored, key=lambda v: (val_score({k: x for k, x in v.items() if k != "step"}), v["step"]))["step"]
+    A.load_trainable(model, state["snapshots"][best])
+    by_kind = {k: sum(kinds[i] == k for i, _ in pairs) for k in sl.ALL_KINDS}
+    return dict(pairs=len(pairs), pairs_by_kind=by_kind, log=state["log"], val=state["val"], picked_step=best,
+                examples=[dict(question=questions[i], chosen=truth[i], rejected=a) for i, a in pairs[:12]],
+                trainable=trainable_counts(model), steps=steps, lr=DPO["lr"], beta=DPO["beta"],
+                step_seconds=round(state["seconds"] / max(1, steps), 3))
+
+
+def pick_snapshot(model, hist: dict, snap_dir: Path) -> int:
+    best = max(zip(hist["eval_steps"], hist["val"]), key=lambda sv: (val_score(sv[1]), sv[0]))[0]
+    A.load_trainable(model, torch.load(snap_dir / f"step{best}.pt", weights_only=True))
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="2 steps a stage on a few utterances; writes nothing")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    ap.add_argument("--state-dir", default=None, help=f"where the resumable state goes (default {STATE_DIR})")
+    args = ap.parse_args()
+    env.set_threads(args.threads)
+    env.seed_everything(0)
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    state_dir = (Path(args.state_dir) if args.state_dir else STATE_DIR) / ("smoke" if args.smoke else "run")
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- the utterances, encoded once by the frozen AST
+    encoder = al.load_encoder()
+    clips, words = sl.load_word_clips(), encoder.words
+    n = dict(train=32, val=8, test=8) if args.smoke else N
+    utts = {s: sl.make_utterances(clips, "test" if s == "test" else "train", n[s], UTTERANCE_SEEDS[s])
+            for s in ("train", "val", "test")}
+    cached = state_dir / "tokens.pt"
+    if cached.exists():
+        tokens = torch.load(cached, weights_only=True)
+    else:
+        stats = encoder.normalisation
+        tokens = {s: sl.encode_utterances(encoder, clips.waves, u, stats["mean"], stats["std"], progress=True)
+                  for s, u in utts.items()}
+        torch.save(tokens, cached)
+    tokens = {s: t.to(device) for s, t in tokens.items()}
+    val = (tokens["val"], utts["val"])
+    clip_specs = sl.normalise(sl.audio.log_mel_spectrogram(clips.waves, n_mels=sl.N_MELS, **sl.MEL),
+                              encoder.normalisation["mean"], encoder.normalisation["std"])
+    cascade = sl.cascade_transcripts(encoder, clip_specs, utts["test"], words)
+    log(f"{sum(len(u) for u in utts.values())} utterances encoded: {tuple(tokens['train'].shape)} training tokens")
+
+    lm, tok = smollm.load_smollm2()
+    s1, s2 = ((A.StageConfig(**{**vars(c), "steps": 2, "batch_size": 4, "eval_every": 0, "save_every": 1})
+               for c in (STAGE1, SFT)) if args.smoke else (STAGE1, SFT))
+    record = dict(lm=smollm.SMOLLM_HUB_ID, gguf_sha256=smollm.GGUF_SHA256, connector="mlp2x_gelu",
+                  feature_dim=int(tokens["train"].shape[-1]), audio_tokens=int(tokens["train"].shape[1]), lora=A.LORA,
+                  recipe=dict(n=N, utterance_seeds=UTTERANCE_SEEDS, words_per_utterance=sl.WORDS_PER_UTTERANCE,
+                              gap_seconds=sl.GAP_SECONDS, seconds_padded=sl.MAX_SECONDS,
+                              stage1=dict(vars(STAGE1), kinds=sl.PRETRAIN_KINDS),
+                              sft=dict(vars(SFT), kinds=sl.ALL_KINDS), dpo=DPO),
+                  device=args.device, threads=torch.get_num_threads(), words=words, stages={}, results={})
+
+    def evaluate(model, name, kinds=sl.ALL_KINDS, blind=False):
+        t0 = time.perf_counter()
+        res = al.evaluate(model, tok, None if blind else tokens["test"], utts["test"], words, kinds=kinds)
+        record["results"][name] = al.scores(res)
+        record["results"][name + "_answers"] = {k: v["answers"] for k, v in res.items()}
+        log(f"{name:>9} held out ({time.perf_counter() - t0:.0f} s): "
+            + ", ".join(f"{k} {v:.1%}" for k, v in record["results"][name].items()))
+
+    def val_fn(snap_dir):
+        def fn(m, step):
+            res = al.scores(al.evaluate(m, tok, *val, words))
+            snap_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(A.trainable_state(m), snap_dir / f"step{step}.pt")
+            log(f"  step {step}: validation {res}")
+            return res
+        return fn
+
+    # ---- stage 1: pretraining, the connector alone
+    model = al.new_model(lm, tok, record["feature_dim"]).to(device)
+    record["stages"]["stage1"] = train(model, tok, tokens["train"], utts["train"], sl.PRETRAIN_KINDS, s1,
+                                       state_dir / "stage1.pt", words, "stage 1 (connector)")
+    evaluate(model, "stage1", kinds=sl.PRETRAIN_KINDS)
+
+    # ---- stage 2: SFT, the connector and LoRA, from stage 1
+    A.add_lora(model).to(device)
+    record["stages"]["sft"] = train(model, tok, tokens["train"], utts["train"], sl.ALL_KINDS, s2, state_dir / "sft.pt",
+                                    words, "SFT (connector + LoRA)", eval_fn=val_fn(state_dir / "sft_snapshots"))
+    record["stages"]["sft"]["picked_step"] = pick_snapshot(model, record["stages"]["sft"], state_dir / "sft_snapshots")
+    shipped = {"sft." + k: v.half() for k, v in A.trainable_state(model).items()}
+    A.load_trainable(model, {k[4:]: v for k, v in shipped.items()})                # what is measured is what ships
+    evaluate(model, "sft")
+    evaluate(model, "blind", blind=True)
+
+    # ---- stage 3: DPO from the SFT model
+    record["stages"]["dpo"] = dpo(model, tok, tokens["train"], utts["train"], val, words, state_dir / "dpo.pt",
+                                  args.smoke, device)
+    shipped.update({"dpo." + k: v.half() for k, v in A.trainable_state(model).items()})
+    A.load_trainable(model, {k[4:]: v for k, v in shipped.items() if k.startswith("dpo.")})
+    evaluate(model, "dpo")
+
+    # ---- baseline: SFT with no stage 1
+    del model
+    model = A.add_lora(al.new_model(lm, tok, record["feature_dim"])).to(device)
+    record["stages"]["sft_only"] = train(model, tok, tokens["train"], utts["train"], sl.ALL_KINDS, s2,
+                                         state_dir / "sft_only.pt", words, "SFT only (no stage 1)",
+                                         eval_fn=val_fn(state_dir / "sft_only_snapshots"))
+    record["stages"]["sft_only"]["picked_step"] = pick_snapshot(model, record["stages"]["sft_only"],
+                                                                state_dir / "sft_only_snapshots")
+    A.load_trainable(model, {k: v.half() for k, v in A.trainable_state(model).items()})
+    evaluate(model, "sft_only")
+    record["results"]["cascade"] = dict(transcribe=round(sl.word_error_rate(cascade, [u.text for u in utts["test"]]), 4))
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    if args.smoke:
+        log(f"smoke run: nothing written ({record['seconds']} s)")
+        return
+    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / al.CHECKPOINT, shipped, record)
+    log(f"wrote {out.relative_to(DATA_DIR.parent)} ({out.stat().st_size / 1e6:.1f} MB) in {record['seconds']} s; "
+        "now run scripts/update_manifest.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""utils.audio_lm (notebook 10's speech LM on SmolLM2): on a tiny random Llama built locally with SmolLM2's
+tokenizer, the rows' label mask, what stage 1 and SFT train, the answers' log-probabilities against the full
+logits, the DPO step against a hand computation, the encoder against `speech_lm.encode_utterances`, `transcribe`
+batched against one at a time and its refusals, the script's smoke run, and the shipped models' record."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from utils import assistant as A
+from utils import audio_lm as al
+from utils import checkpoints, smollm
+from utils import audio_transformer as at
+from utils import speech_lm as sl
+from utils.lm import IGNORE_INDEX
+
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parent.parent
+LORA = dict(A.LORA, r=2, lora_alpha=4)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    t = AutoTokenizer.from_pretrained(smollm.smollm_dir())
+    al.add_audio_token(t)
+    return t
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return sl.load_word_clips()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return al.load_encoder()
+
+
+def tiny(tok, seed=0, lora=True):
+    """A 2-layer Llama of width 32 with SmolLM2's vocabulary, under the speech LM's connector (and LoRA)."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok) - 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=True)
+    model = al.new_model(LlamaForCausalLM(cfg).eval(), tok, feature_dim=64, seed=seed)
+    return A.add_lora(model, LORA, seed=seed) if lora else model
+
+
+def test_rows_carry_labels_on_the_answer_and_its_end_only(tok):
+    ids, labels = al.rows(tok, ["Transcribe the speech.", "Is 'up' said?"], [" up down", "yes"])
+    audio_id, end = tok.convert_tokens_to_ids(al.AUDIO_TOKEN), tok.convert_tokens_to_ids("<|im_end|>")
+    assert ((ids == audio_id).sum(1) == 1).all()                                    # one placeholder a row
+    for r, answer in enumerate(["up down", "yes"]):                                 # the answer stripped
+        carried = ids[r][labels[r] != IGNORE_INDEX].tolist()
+        assert carried == tok(answer)["input_ids"] + [end]
+        assert tok.decode(ids[r][:(labels[r] != IGNORE_INDEX).nonzero()[0, 0]]) == al.prompt(["Transcribe the speech.",
+                                                                                             "Is 'up' said?"][r])
+    with pytest.raises(ValueError, match="same length"):
+        al.rows(tok, ["a"], ["b", "c"])
+
+
+@pytest.mark.parametrize("stage", ["pretraining", "sft"])
+def test_stage_one_trains_the_connector_alone_and_sft_adds_lora(tok, stage):
+    model = tiny(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids, labels = al.rows(tok, ["Transcribe the speech."] * 4, ["up", "down left", "go", "no yes"])
+    cfg = A.StageConfig(steps=2, batch_size=2, lr_connector=1e-2, lr_lora=1e-2 if stage == "sft" else 0.0, warmup=1)
+    A.train_stage(model, (torch.randn(4, 31, 64), ids, labels), cfg, show=False)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    connector = {k for k in before if A.is_connector(k)}
+    lora = {k for k in before if A.is_lora(k)}
+    assert changed == (connector if stage == "pretraining" else connector | lora)   # the LM's own weights frozen
+
+
+def test_answer_logprobs_equal_sequence_logprob_on_the_full_logits(tok):
+    model = tiny(tok)
+    ids, labels = al.rows(tok, ["Transcribe the speech.", "What is the first word?", "Say the words in reverse order."],
+                          ["up down left", "go", "right on"])
+    tokens = torch.randn(3, 31, 64)
+    with torch.no_grad():
+        got = al.answer_logprobs(model, tokens, ids, labels)
+        embeds, spliced = model.embed(tokens, ids, labels)
+        full = at.sequence_logprob(model.language_model(inputs_embeds=embeds).logits, spliced)
+    assert torch.allclose(got, full, atol=1e-5)
+
+
+def test_dpo_step_starts_at_ln2_equals_the_hand_formula_and_moves_towards_the_chosen(tok):
+    model = tiny(tok)
+    questions = ["Which word comes after 'up'?", "Is 'go' said?"]
+    chosen = al.rows(tok, questions, ["down", "yes"])
+    rejected = al.rows(tok, questions, ["left", "no"])
+    tokens = torch.randn(2, 31, 64)
+    with torch.no_grad():                                        # the reference: the model before any DPO step
+        ref_c, ref_r = al.answer_logprobs(model, tokens, *chosen), al.answer_logprobs(model, tokens, *rejected)
+    loss, logs = al.dpo_step_loss(model, tokens, chosen, rejected, ref_c, ref_r, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6) and logs["margin"] == pytest.approx(0, abs=1e-6)
+    params = A.set_trainable(model, lora=True)
+    opt = torch.optim.SGD(params, lr=1.0)
+    loss.backward()
+    opt.step()
+    after, logs = al.dpo_step_loss(model, tokens, chosen, rejected, ref_c, ref_r, beta=0.1)
+    with torch.no_grad():                                        # the loss by hand from the new log-probabilities
+        pc, pr = al.answer_logprobs(model, tokens, *chosen), al.answer_logprobs(model, tokens, *rejected)
+    margin = 0.1 * ((pc - ref_c) - (pr - ref_r))
+    assert after.item() == pytest.approx(torch.log1p(torch.exp(-margin)).mean().item(), abs=1e-6)
+    assert after.item() < math.log(2) and logs["margin"] > 0
+
+
+def test_encode_waveforms_equals_encode_utterances(clips, encoder):
+    utts = sl.make_utterances(clips, "test", 3, seed=0)
+    x = torch.stack([sl.utterance_waveform(clips.waves, u) for u in utts])
+    stats = encoder.normalisation
+    want = sl.encode_utterances(encoder, clips.waves, utts, stats["mean"], stats["std"])
+    got = al.encode_waveforms(encoder, x, batch_size=2)
+    assert got.shape == (3, 31, 64) and torch.allclose(got, want, atol=1e-6)
+
+
+def test_transcribe_batched_equals_one_at_a_time(tok, clips, encoder):
+    model = tiny(tok, seed=1)
+    utts = sl.make_utterances(clips, "test", 4, seed=1)
+    waves = [sl.utterance_waveform(clips.waves, u)[: 16000 * (2 + k)] for k, u in enumerate(utts)]   # 2-5 s long
+    batched = al.transcribe(waves, model=model, encoder=encoder, tokenizer=tok)
+    single = [al.transcribe([w], model=model, encoder=encoder, tokenizer=tok)[0] for w in waves]
+    assert batched == single and all(t == t.lower() for t in batched)
+
+
+@pytest.mark.parametrize("waves, match", [
+    (torch.zeros(2, 16000), "list"), ([], "non-empty list"), ([torch.zeros(2, 100)], r"waveforms\[0\]"),
+    ([torch.zeros(100), torch.zeros(100, dtype=torch.int16)], r"waveforms\[1\]"),
+    ([torch.zeros(16000 * 8)], "at most 7 s")])
+def test_transcribe_refuses_bad_inputs(waves, match):
+    with pytest.raises(ValueError, match=match):
+        al.transcribe(waves)
+
+
+def test_script_smoke_mode(tmp_path):
+    out = subprocess.run([sys.executable, "scripts/train_audio_lm.py", "--smoke", "--state-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "smoke run: nothing written" in out.stdout and "DPO step 2" in out.stdout
+
+
+def test_shipped_audio_lm_records_its_stages():
+    path = ROOT / "data" / "checkpoints" / f"{al.CHECKPOINT}.json"
+    if not path.exists():
+        pytest.skip("no shipped audio_lm yet")
+    record = checkpoints.read_json(path)
+    assert record["stages"]["stage1"]["trainable"]["lora"] == 0 and record["stages"]["stage1"]["trainable"]["lm"] == 0
+    assert record["stages"]["sft"]["trainable"]["lora"] > 0 and record["stages"]["sft"]["trainable"]["lm"] == 0
+    assert record["stages"]["dpo"]["log"][0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert set(record["results"]) >= {"stage1", "sft", "dpo", "sft_only", "blind", "cascade"}
