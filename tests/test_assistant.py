@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from utils import assistant as A
 from utils import checkpoints, instruct, smollm, vqa
+from tests.tiny_llama import tiny_llama
 from utils.lm import IGNORE_INDEX
 
 torch.set_num_threads(2)
@@ -30,11 +31,7 @@ def tok():
 
 def tiny(tok, lora=True, seed=0):
     """A 2-layer Llama of width 32 with SmolLM2's vocabulary, under the assistant's connector (and LoRA)."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok) - 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=True)
-    model = A.new_model(LlamaForCausalLM(cfg).eval(), tok, feature_dim=67, seed=seed)
+    model = A.new_model(tiny_llama(tok, seed), tok, feature_dim=67, seed=seed)
     return A.add_lora(model, LORA, seed=seed) if lora else model
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from utils import assistant as A
 from utils import audio_lm as al
 from utils import checkpoints, smollm
 from utils import audio_transformer as at
 from utils import speech_lm as sl
+from tests.tiny_llama import tiny_llama
 from utils.lm import IGNORE_INDEX
 
 torch.set_num_threads(2)
@@ -42,11 +43,7 @@ def encoder():
 
 def tiny(tok, seed=0, lora=True):
     """A 2-layer Llama of width 32 with SmolLM2's vocabulary, under the speech LM's connector (and LoRA)."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok) - 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=True)
-    model = al.new_model(LlamaForCausalLM(cfg).eval(), tok, feature_dim=64, seed=seed)
+    model = al.new_model(tiny_llama(tok, seed), tok, feature_dim=64, seed=seed)
     return A.add_lora(model, LORA, seed=seed) if lora else model
 
 
