@@ -10,7 +10,9 @@ an mlp2x_gelu connector, the tokens spliced at `<audio>`, LoRA adapters from pef
    step is picked on validation utterances of the training voices;
 3. stage 3, DPO: pairs from the SFT model's own wrong answers (greedy and sampled) on training utterances,
    chosen = the right answer, rejected = its answer; the SFT model is the start and the frozen reference (its
-   log-probabilities computed once); the step is picked on validation;
+   log-probabilities computed once); the step is picked on validation. Twice from the same SFT model and pairs:
+   DPO alone (DPO_PLAIN, the connector and LoRA, lr 5e-5: the first recipe, kept as the ablation) and what ships,
+   DPO plus the chosen answers' cross-entropy (RPO; TRL's rpo_alpha = 1), LoRA alone, lr 2e-5;
 4. baselines: SFT with no stage 1 (SFT only), the SFT model with the audio left out (blind), and the cascade (the
    AST's word for each clip, given the word boundaries the speech LM never gets).
 Every model answers every task about the 400 held-out utterances (the two held-out voices), greedily.
@@ -19,7 +21,7 @@ Writes data/checkpoints/audio_lm.safetensors (the SFT and DPO models' connector 
 audio_lm.json (the recipe, what trained, losses, DPO logs, results, seconds). Every stage saves its state into
 .cache/audio_lm/ as it goes; run the same command again to resume.
 
-    python scripts/train_audio_lm.py                 # about 70 minutes on 2 threads
+    python scripts/train_audio_lm.py                 # about 110 minutes on 2 threads
     python scripts/train_audio_lm.py --smoke         # 2 steps a stage on a few utterances; writes nothing
     python scripts/train_audio_lm.py --device cuda   # on a GPU (same seeds; numbers differ slightly)
 """
@@ -43,8 +45,10 @@ from utils.progress import progress  # noqa: E402
 N = dict(train=6000, val=120, test=400)
 UTTERANCE_SEEDS = dict(train=1, test=2, val=3)        # as scripts/train_speech_lm.py: the same utterances
 STAGE1 = A.StageConfig(steps=250, batch_size=16, lr_connector=2e-3, warmup=20, seed=0)
-SFT = A.StageConfig(steps=500, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=100)
-DPO = dict(steps=100, batch_size=8, lr=5e-5, beta=0.1, eval_every=20, pairs_from=2000, seed=2)
+SFT = A.StageConfig(steps=800, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=200)
+DPO = dict(steps=100, batch_size=8, lr=2e-5, beta=0.1, nll_weight=1.0, connector=False, eval_every=20,
+           pairs_from=1200, seed=2)
+DPO_PLAIN = dict(DPO, lr=5e-5, nll_weight=0.0, connector=True)   # the first recipe: DPO alone, connector + LoRA
 STATE_DIR = CACHE_DIR / "audio_lm"
 
 
@@ -80,10 +84,10 @@ def train(model, tok, tokens, utts, kinds, cfg, path, words, desc, eval_fn=None)
                 eval_steps=hist["eval_steps"], val=hist["eval"])
 
 
-def dpo(model, tok, tokens, utts, val, words, path, smoke, device) -> dict:
-    """DPO from the SFT model's mistakes (its greedy answer and two sampled at temperature 1, on `pairs_from`
-    training utterances, every instruction and pretraining kind): connector + LoRA train, the reference
-    log-probabilities are the SFT model's, computed once; validated every eval_every steps, best step kept."""
+def dpo_pairs(model, tok, tokens, utts, words, smoke, device) -> dict:
+    """The SFT model's mistakes (its greedy answer and two sampled at temperature 1, on `pairs_from` training
+    utterances, every instruction and pretraining kind) as DPO pairs: chosen = the right answer, rejected = its
+    answer; with the reference log-probabilities (the SFT model's), computed once."""
     n = 8 if smoke else DPO["pairs_from"]
     utts, tokens = utts[:n], tokens[:n]
     kinds = mixed_kinds(list(sl.ALL_KINDS), n, DPO["seed"])
@@ -104,13 +108,25 @@ def dpo(model, tok, tokens, utts, val, words, path, smoke, device) -> dict:
     chosen, rejected = tuple(x.to(device) for x in chosen), tuple(x.to(device) for x in rejected)
     model.eval()
     with torch.no_grad():                                         # the frozen reference: the SFT model, once
-        ref = [torch.cat([al.answer_logprobs(model, tokens[rows[s:s + 32]], chosen[0][s:s + 32], chosen[1][s:s + 32])
-                          for s in range(0, len(rows), 32)]),
-               torch.cat([al.answer_logprobs(model, tokens[rows[s:s + 32]], rejected[0][s:s + 32],
-                                             rejected[1][s:s + 32]) for s in range(0, len(rows), 32)])]
+        ref = [torch.cat([al.answer_logprobs(model, tokens[rows[s:s + 32]], side[0][s:s + 32], side[1][s:s + 32])
+                          for s in range(0, len(rows), 32)]) for side in (chosen, rejected)]
+    return dict(tokens=tokens[rows], chosen=chosen, rejected=rejected, ref=ref,
+                by_kind={k: sum(kinds[i] == k for i, _ in pairs) for k in sl.ALL_KINDS},
+                examples=[dict(question=questions[i], chosen=truth[i], rejected=a) for i, a in pairs[:12]])
+
+
+def dpo(model, tok, pairs, val, words, cfg, path, smoke) -> dict:
+    """DPO (`cfg`: DPO or DPO_PLAIN) on `pairs` from the SFT model now in `model`: LoRA trains (and the connector
+    if cfg["connector"]), with cfg["nll_weight"] times the chosen answers' cross-entropy added (RPO); validated
+    every eval_every steps, the best step kept."""
+    chosen, rejected, ref, tokens = pairs["chosen"], pairs["rejected"], pairs["ref"], pairs["tokens"]
     params = A.set_trainable(model, lora=True)
-    opt = torch.optim.AdamW(params, lr=DPO["lr"], weight_decay=0.0)
-    steps = 2 if smoke else DPO["steps"]
+    if not cfg["connector"]:
+        for name, p in model.named_parameters():
+            p.requires_grad_(p.requires_grad and not A.is_connector(name))
+        params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
+    steps = 2 if smoke else cfg["steps"]
     state = dict(log=[], val=[], snapshots={})
     if path.exists():
         state = torch.load(path, weights_only=False)
@@ -118,35 +134,35 @@ def dpo(model, tok, tokens, utts, val, words, path, smoke, device) -> dict:
         opt.load_state_dict(state["optimizer"])
     if not state["val"]:
         state["val"].append(dict(step=0, **al.scores(al.evaluate(model, tok, val[0], val[1], words))))
-    bar = progress(range(len(state["log"]), steps), total=steps - len(state["log"]), desc="DPO (connector + LoRA)")
+    bar = progress(range(len(state["log"]), steps), total=steps - len(state["log"]), desc=f"DPO ({path.stem})")
     t0, seconds0 = time.perf_counter(), state.get("seconds", 0.0)
+    n = len(tokens)
     for step in bar:
         model.train()
-        b = A.batch_rows(step, len(rows), min(DPO["batch_size"], len(rows)), DPO["seed"])
-        loss, info = al.dpo_step_loss(model, tokens[rows[b]], (chosen[0][b], chosen[1][b]),
-                                      (rejected[0][b], rejected[1][b]), ref[0][b], ref[1][b], beta=DPO["beta"])
+        b = A.batch_rows(step, n, min(cfg["batch_size"], n), cfg["seed"])
+        loss, info = al.dpo_step_loss(model, tokens[b], (chosen[0][b], chosen[1][b]), (rejected[0][b], rejected[1][b]),
+                                      ref[0][b], ref[1][b], beta=cfg["beta"], nll_weight=cfg["nll_weight"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         state["log"].append(dict(step=step, loss=round(loss.item(), 5), **{k: round(v, 5) for k, v in info.items()}))
         done = step + 1
-        if done % DPO["eval_every"] == 0 or done == steps:
+        if done % cfg["eval_every"] == 0 or done == steps:
             res = al.scores(al.evaluate(model, tok, val[0], val[1], words))
             state["val"].append(dict(step=done, **res))
             state["snapshots"][done] = A.trainable_state(model)
-            log(f"  DPO step {done}: loss {loss.item():.4f}, margin {info['margin']:+.3f}, validation {res}")
+            log(f"  DPO step {done} ({path.stem}): loss {loss.item():.4f}, margin {info['margin']:+.3f}, "
+                f"validation {res}")
             state.update(weights=A.trainable_state(model), optimizer=opt.state_dict(),
                          seconds=seconds0 + time.perf_counter() - t0)       # evaluations included
             torch.save(state, path)
     scored = [v for v in state["val"] if v["step"] > 0]
     best = max(scored, key=lambda v: (val_score({k: x for k, x in v.items() if k != "step"}), v["step"]))["step"]
     A.load_trainable(model, state["snapshots"][best])
-    by_kind = {k: sum(kinds[i] == k for i, _ in pairs) for k in sl.ALL_KINDS}
-    return dict(pairs=len(pairs), pairs_by_kind=by_kind, log=state["log"], val=state["val"], picked_step=best,
-                examples=[dict(question=questions[i], chosen=truth[i], rejected=a) for i, a in pairs[:12]],
-                trainable=trainable_counts(model), steps=steps, lr=DPO["lr"], beta=DPO["beta"],
-                step_seconds=round(state["seconds"] / max(1, steps), 3))
+    return dict(pairs=n, pairs_by_kind=pairs["by_kind"], log=state["log"], val=state["val"], picked_step=best,
+                examples=pairs["examples"], trainable=trainable_counts(model), steps=steps, lr=cfg["lr"],
+                beta=cfg["beta"], nll_weight=cfg["nll_weight"], step_seconds=round(state["seconds"] / max(1, steps), 3))
 
 
 def pick_snapshot(model, hist: dict, snap_dir: Path) -> int:
@@ -198,14 +214,20 @@ def main():
                   recipe=dict(n=N, utterance_seeds=UTTERANCE_SEEDS, words_per_utterance=sl.WORDS_PER_UTTERANCE,
                               gap_seconds=sl.GAP_SECONDS, seconds_padded=sl.MAX_SECONDS,
                               stage1=dict(vars(STAGE1), kinds=sl.PRETRAIN_KINDS),
-                              sft=dict(vars(SFT), kinds=sl.ALL_KINDS), dpo=DPO),
+                              sft=dict(vars(SFT), kinds=sl.ALL_KINDS), dpo=DPO, dpo_plain=DPO_PLAIN),
                   device=args.device, threads=torch.get_num_threads(), words=words, stages={}, results={})
+
+    done_path = state_dir / "results.json"                    # held-out results so far: a resumed run reuses them
+    done = json.loads(done_path.read_text()) if done_path.exists() else {}
 
     def evaluate(model, name, kinds=sl.ALL_KINDS, blind=False):
         t0 = time.perf_counter()
-        res = al.evaluate(model, tok, None if blind else tokens["test"], utts["test"], words, kinds=kinds)
-        record["results"][name] = al.scores(res)
-        record["results"][name + "_answers"] = {k: v["answers"] for k, v in res.items()}
+        if name not in done:
+            res = al.evaluate(model, tok, None if blind else tokens["test"], utts["test"], words, kinds=kinds)
+            done[name] = dict(scores=al.scores(res), answers={k: v["answers"] for k, v in res.items()})
+            done_path.write_text(json.dumps(done))
+        record["results"][name] = done[name]["scores"]
+        record["results"][name + "_answers"] = done[name]["answers"]
         log(f"{name:>9} held out ({time.perf_counter() - t0:.0f} s): "
             + ", ".join(f"{k} {v:.1%}" for k, v in record["results"][name].items()))
 
@@ -234,12 +256,15 @@ def main():
     evaluate(model, "sft")
     evaluate(model, "blind", blind=True)
 
-    # ---- stage 3: DPO from the SFT model
-    record["stages"]["dpo"] = dpo(model, tok, tokens["train"], utts["train"], val, words, state_dir / "dpo.pt",
-                                  args.smoke, device)
-    shipped.update({"dpo." + k: v.half() for k, v in A.trainable_state(model).items()})
-    A.load_trainable(model, {k[4:]: v for k, v in shipped.items() if k.startswith("dpo.")})
-    evaluate(model, "dpo")
+    # ---- stage 3: DPO from the SFT model; first as DPO alone (the ablation), then with the NLL term (what ships)
+    pairs = dpo_pairs(model, tok, tokens["train"], utts["train"], words, args.smoke, device)
+    for name, cfg in (("dpo_plain", DPO_PLAIN), ("dpo", DPO)):
+        A.load_trainable(model, {k[4:]: v for k, v in shipped.items() if k.startswith("sft.")})   # from SFT
+        record["stages"][name] = dpo(model, tok, pairs, val, words, cfg, state_dir / f"{name}.pt", args.smoke)
+        weights = {k: v.half() for k, v in A.trainable_state(model).items()}
+        A.load_trainable(model, weights)                                           # what is measured is what ships
+        evaluate(model, name)
+    shipped.update({"dpo." + k: v for k, v in weights.items()})                  # the last: DPO with the NLL term
 
     # ---- baseline: SFT with no stage 1
     del model

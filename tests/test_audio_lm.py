@@ -107,6 +107,26 @@ def test_dpo_step_starts_at_ln2_equals_the_hand_formula_and_moves_towards_the_ch
     assert after.item() < math.log(2) and logs["margin"] > 0
 
 
+def test_dpo_nll_term_is_trl_rpo_the_chosen_answers_mean_token_cross_entropy(tok):
+    """TRL's rpo_alpha: loss = DPO + alpha * the cross-entropy of the chosen answers' tokens, averaged over all the
+    batch's answer tokens; here against the LM's own `labels=` loss on the spliced rows."""
+    model = tiny(tok)
+    questions = ["Which word comes after 'up'?", "Say the words in reverse order."]
+    chosen = al.rows(tok, questions, ["down", "go stop left"])
+    rejected = al.rows(tok, questions, ["left", "go stop"])
+    tokens = torch.randn(2, 31, 64)
+    with torch.no_grad():
+        ref_c, ref_r = al.answer_logprobs(model, tokens, *chosen), al.answer_logprobs(model, tokens, *rejected)
+        dpo, _ = al.dpo_step_loss(model, tokens, chosen, rejected, ref_c, ref_r, beta=0.1)
+        both, logs = al.dpo_step_loss(model, tokens, chosen, rejected, ref_c, ref_r, beta=0.1, nll_weight=0.5)
+        embeds, labels = model.embed(tokens, *chosen)
+        nll = model.language_model(inputs_embeds=embeds, labels=labels).loss     # mean over the answer tokens
+    assert logs["nll"] == pytest.approx(nll.item(), abs=1e-5)
+    assert both.item() == pytest.approx(dpo.item() + 0.5 * nll.item(), abs=1e-5)
+    with pytest.raises(ValueError, match="nll_weight"):
+        al.dpo_step_loss(model, tokens, chosen, rejected, ref_c, ref_r, beta=0.1, nll_weight=-1.0)
+
+
 def test_encode_waveforms_equals_encode_utterances(clips, encoder):
     utts = sl.make_utterances(clips, "test", 3, seed=0)
     x = torch.stack([sl.utterance_waveform(clips.waves, u) for u in utts])
@@ -148,5 +168,24 @@ def test_shipped_audio_lm_records_its_stages():
     record = checkpoints.read_json(path)
     assert record["stages"]["stage1"]["trainable"]["lora"] == 0 and record["stages"]["stage1"]["trainable"]["lm"] == 0
     assert record["stages"]["sft"]["trainable"]["lora"] > 0 and record["stages"]["sft"]["trainable"]["lm"] == 0
-    assert record["stages"]["dpo"]["log"][0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
-    assert set(record["results"]) >= {"stage1", "sft", "dpo", "sft_only", "blind", "cascade"}
+    assert record["stages"]["dpo_plain"]["trainable"]["connector"] > 0 and record["stages"]["dpo"]["trainable"]["connector"] == 0
+    assert record["stages"]["dpo"]["trainable"]["lora"] > 0 and record["stages"]["dpo"]["trainable"]["lm"] == 0
+    for name in ("dpo_plain", "dpo"):                 # pi = pi_ref at step 0: the DPO term is log 2
+        first = record["stages"][name]["log"][0]
+        dpo_term = first["loss"] - record["stages"][name]["nll_weight"] * first.get("nll", 0.0)
+        assert dpo_term == pytest.approx(math.log(2), abs=1e-4)
+    assert set(record["results"]) >= {"stage1", "sft", "dpo_plain", "dpo", "sft_only", "blind", "cascade"}
+
+
+def test_shipped_transcribe_gives_the_scripts_held_out_transcripts(clips):
+    """The public entry point on the shipped DPO model: unpadded held-out utterances in, the transcripts the script
+    recorded out (greedy; a near tie may flip across CPUs, so 7 of 8)."""
+    path = ROOT / "data" / "checkpoints" / f"{al.CHECKPOINT}.json"
+    if not path.exists():
+        pytest.skip("no shipped audio_lm yet")
+    record = checkpoints.read_json(path)
+    utts = sl.make_utterances(clips, "test", record["recipe"]["n"]["test"], record["recipe"]["utterance_seeds"]["test"])[:8]
+    waves = [sl.utterance_waveform(clips.waves, u)[:sl.SAMPLE_RATE * len(u.clips) + sum(u.gaps)] for u in utts]
+    got = al.transcribe(waves)
+    assert all(isinstance(t, str) and t == t.lower() for t in got)
+    assert sum(a == b for a, b in zip(got, record["results"]["dpo_answers"]["transcribe"][:8])) >= 7

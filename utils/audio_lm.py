@@ -132,16 +132,22 @@ def answer_logprobs(model: SmolLlava, tokens: torch.Tensor, input_ids: torch.Ten
 
 def dpo_step_loss(model: SmolLlava, tokens: torch.Tensor, chosen: tuple[torch.Tensor, torch.Tensor],
                   rejected: tuple[torch.Tensor, torch.Tensor], reference_chosen: torch.Tensor,
-                  reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
+                  reference_rejected: torch.Tensor, beta: float, nll_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """DPO on a batch of pairs (`audio_transformer.dpo_loss`): `chosen` / `rejected` are (ids, labels) rows for the
-    same audio and question; the reference log-probabilities were computed once with the SFT model. Returns the
-    loss and the logged rewards beta * log(pi / pi_ref) of each answer, their margin and how often it is > 0."""
+    same audio and question; the reference log-probabilities were computed once with the SFT model. With
+    `nll_weight` > 0 it adds that weight times the chosen answers' cross-entropy, averaged over their tokens (RPO,
+    Pang et al., 2024; TRL's `rpo_alpha`), which keeps the chosen answers likely while the margin grows. Returns the
+    loss and the logged rewards beta * log(pi / pi_ref) of each answer, their margin, how often it is > 0, and
+    the chosen answers' cross-entropy."""
     from .audio_transformer import dpo_loss
 
+    if nll_weight < 0:
+        raise ValueError(f"nll_weight must be >= 0, got {nll_weight}")
     pc, pr = answer_logprobs(model, tokens, *chosen), answer_logprobs(model, tokens, *rejected)
-    loss = dpo_loss(pc, pr, reference_chosen, reference_rejected, beta=beta)
+    nll = -pc.sum() / (chosen[1] != IGNORE_INDEX).sum()                # mean over the chosen answers' tokens
+    loss = dpo_loss(pc, pr, reference_chosen, reference_rejected, beta=beta) + nll_weight * nll
     reward_c, reward_r = beta * (pc - reference_chosen).detach(), beta * (pr - reference_rejected).detach()
-    return loss, {"margin": (reward_c - reward_r).mean().item(),
+    return loss, {"margin": (reward_c - reward_r).mean().item(), "nll": nll.item(),
                   "reward_accuracy": (reward_c > reward_r).float().mean().item(),
                   "chosen_reward": reward_c.mean().item(), "rejected_reward": reward_r.mean().item()}
 
