@@ -10,23 +10,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer
 
 from utils import assistant as A
 from utils import checkpoints, instruct, smollm, vqa
-from tests.tiny_llama import tiny_llama
+from tests.tiny_llama import LORA, smol_tokenizer, tiny_llama
 from utils.lm import IGNORE_INDEX
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parent.parent
-LORA = dict(A.LORA, r=2, lora_alpha=4)
 
 
 @pytest.fixture(scope="module")
 def tok():
-    t = AutoTokenizer.from_pretrained(smollm.smollm_dir())
-    smollm.add_image_token(t)
-    return t
+    return smol_tokenizer(smollm.add_image_token)
 
 
 def tiny(tok, lora=True, seed=0):

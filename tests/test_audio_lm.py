@@ -9,26 +9,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from utils import assistant as A
 from utils import audio_lm as al
-from utils import checkpoints, smollm
+from utils import checkpoints
 from utils import audio_transformer as at
 from utils import speech_lm as sl
-from tests.tiny_llama import tiny_llama
+from tests.tiny_llama import LORA, smol_tokenizer, tiny_llama
 from utils.lm import IGNORE_INDEX
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parent.parent
-LORA = dict(A.LORA, r=2, lora_alpha=4)
 
 
 @pytest.fixture(scope="module")
 def tok():
-    t = AutoTokenizer.from_pretrained(smollm.smollm_dir())
-    al.add_audio_token(t)
-    return t
+    return smol_tokenizer(al.add_audio_token)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,19 @@
 """A tiny random Llama with SmolLM2's vocabulary, built locally, for the tests of notebooks 07 and 10's SmolLM2 code."""
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from utils import assistant as A
+from utils import smollm
+
+LORA = dict(A.LORA, r=2, lora_alpha=4)                # the shipped LoRA recipe at a tiny rank
+
+
+def smol_tokenizer(add_placeholder):
+    """SmolLM2's tokenizer with one placeholder added by `add_placeholder` (`smollm.add_image_token`,
+    `audio_lm.add_audio_token`)."""
+    t = AutoTokenizer.from_pretrained(smollm.smollm_dir())
+    add_placeholder(t)
+    return t
 
 
 def tiny_llama(tok, seed: int = 0) -> LlamaForCausalLM:

@@ -93,6 +93,13 @@ def answer(model: SmolLlava, tokenizer, tokens: torch.Tensor | None, questions: 
                                    max_new_tokens=max_new_tokens, **generate_kwargs)
 
 
+def eval_questions(utts: list[sl.Utterance], kind: str, words: list[str], seed: int = 7
+                   ) -> tuple[list[str], list[str]]:
+    """The question of `kind` about each utterance, as `evaluate` asks it, and its answer (no leading space)."""
+    questions, truth = sl.task_rows(utts, [kind] * len(utts), seed, words)
+    return questions, [t.strip() for t in truth]
+
+
 def evaluate(model: SmolLlava, tokenizer, tokens: torch.Tensor | None, utts: list[sl.Utterance], words: list[str],
              kinds=sl.ALL_KINDS, seed: int = 7) -> dict[str, dict]:
     """Every task of `kinds` asked about every utterance (the question drawn with `seed`, as
@@ -100,8 +107,7 @@ def evaluate(model: SmolLlava, tokenizer, tokens: torch.Tensor | None, utts: lis
     "transcribe", exact match else), questions, truth, answers."""
     out = {}
     for k in kinds:
-        questions, truth = sl.task_rows(utts, [k] * len(utts), seed, words)
-        truth = [t.strip() for t in truth]
+        questions, truth = eval_questions(utts, k, words, seed)
         answers = answer(model, tokenizer, tokens, questions)
         score = sl.word_error_rate(answers, truth) if k == "transcribe" else sl.exact_match(answers, truth)
         out[k] = dict(score=score, questions=questions, truth=truth, answers=answers)

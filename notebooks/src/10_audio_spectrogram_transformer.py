@@ -481,8 +481,8 @@ print("the course's targets:", {k: "met" if v else "missed" for k, v in targets.
 
 # %%
 final_answers = res["dpo_answers"]
-whole = np.array([a == u.text for a, u in zip(final_answers["transcribe"], test_utts)])
-rev_ok = np.array([a == " ".join(reversed(u.words)) for a, u in zip(final_answers["reverse"], test_utts)])
+whole, rev_ok = (np.array([a == t for a, t in zip(final_answers[k], al.eval_questions(test_utts, k, WORDS)[1])])
+                  for k in ("transcribe", "reverse"))
 print(f"held-out voices: transcript right word for word {whole.mean():.1%}, reverse right {rev_ok.mean():.1%}; "
       f"reverse right where the transcript is whole: {rev_ok[whole].mean():.1%}; of the {int((~rev_ok).sum())} "
       f"reverse misses, {int((~rev_ok & ~whole).sum())} have a wrong transcript too")
@@ -586,12 +586,12 @@ else:
 # %%
 change_rows = []
 for k in sl.ALL_KINDS:
-    questions, truth = sl.task_rows(test_utts, [k] * N_TEST, 7, WORDS)
+    questions, truth = al.eval_questions(test_utts, k, WORDS)                 # what the script asked
     a_sft, a_dpo = res["sft_answers"][k], res["dpo_answers"][k]
-    ok_sft = np.array([a == t.strip() for a, t in zip(a_sft, truth)])
-    ok_dpo = np.array([a == t.strip() for a, t in zip(a_dpo, truth)])
+    ok_sft = np.array([a == t for a, t in zip(a_sft, truth)])
+    ok_dpo = np.array([a == t for a, t in zip(a_dpo, truth)])
     fixed, caused = np.flatnonzero(~ok_sft & ok_dpo), np.flatnonzero(ok_sft & ~ok_dpo)
-    example = lambda i: f"{questions[i]} (truth {truth[i].strip()!r}) {a_sft[i]!r} -> {a_dpo[i]!r}"
+    example = lambda i: f"{questions[i]} (truth {truth[i]!r}) {a_sft[i]!r} -> {a_dpo[i]!r}"
     change_rows.append([k, len(fixed), len(caused), example(fixed[0]) if len(fixed) else "-",
                         example(caused[0]) if len(caused) else "-"])
 report.table(["kind", "fixed", "caused", "a fix (SFT -> DPO)", "a new mistake (SFT -> DPO)"], change_rows)
