@@ -90,6 +90,27 @@ def test_utterance_waveform_is_the_clips_and_the_gaps(clips):
         sl.utterance_waveform(clips.waves, u, seconds=1.0)
 
 
+def test_shift_waves_equals_slicing_by_hand():
+    g = np.random.default_rng(0)
+    waves = torch.from_numpy(g.standard_normal((4, 50)).astype(np.float32))
+    shifts = [7, -3, 0, 49]
+    out = sl.shift_waves(waves, shifts)
+    assert out.shape == waves.shape and out.dtype == waves.dtype
+    for x, y, s in zip(waves.numpy(), out.numpy(), shifts):
+        ref = np.zeros_like(x)                          # later by s samples (earlier if s < 0), silence moved in
+        if s >= 0:
+            ref[s:] = x[:len(x) - s]
+        else:
+            ref[:s] = x[-s:]
+        np.testing.assert_array_equal(y, ref)
+    centred = torch.zeros(2, 40)
+    centred[:, 15:25] = 1.0                             # a word with 15 samples of silence either side
+    assert torch.equal(sl.shift_waves(sl.shift_waves(centred, [10, -15]), [-10, 15]), centred)
+    for bad, match in (([1, 2], "one shift per"), ([0, 0, 0, 50], "shorter than"), ([0.5] * 4, "integer")):
+        with pytest.raises(ValueError, match=match):
+            sl.shift_waves(waves, bad)
+
+
 def test_frame_windows_equal_a_loop():
     spec = torch.randn(2, 5, 140)
     w = sl.frame_windows(spec, window=98, hop=20)                               # 1 + (140 - 98) // 20 = 3

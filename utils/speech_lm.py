@@ -176,6 +176,27 @@ def utterance_waveform(waves: torch.Tensor, utt: Utterance, seconds: float = MAX
     return F.pad(x, (0, length - len(x)))
 
 
+def shift_waves(waves: torch.Tensor, shifts) -> torch.Tensor:
+    """(n, T) clips, n integer shifts in samples -> (n, T): each clip moved later by its shift (earlier if
+    negative), silence (zeros) moved in at the edge it left, what leaves the clip dropped."""
+    validate.tensor("waves", waves, dim=2, floating=True)
+    shifts = [s.item() if isinstance(s, (torch.Tensor, np.generic)) else s for s in shifts]
+    if len(shifts) != len(waves):
+        raise ValueError(f"need one shift per clip: {len(waves)} clips, {len(shifts)} shifts")
+    if not all(isinstance(s, int) for s in shifts):
+        raise ValueError(f"shifts must be integer numbers of samples, got {shifts[:4]}")
+    T = waves.shape[1]
+    if any(abs(s) >= T for s in shifts):
+        raise ValueError(f"every shift must be shorter than the clip ({T} samples), got {max(map(abs, shifts))}")
+    out = torch.zeros_like(waves)
+    for i, s in enumerate(shifts):
+        if s >= 0:
+            out[i, s:] = waves[i, :T - s]
+        else:
+            out[i, :s] = waves[i, -s:]
+    return out
+
+
 def frame_windows(spec: torch.Tensor, window: int = WINDOW_FRAMES, hop: int = HOP_FRAMES) -> torch.Tensor:
     """(B, M, T) log-mel -> (B, W, M, window): the AST's 1-s windows every `hop` frames, W = 1 + (T - window) // hop."""
     validate.tensor("spec", spec, dim=3, floating=True)
@@ -388,7 +409,7 @@ def wrong_answer_rows(truth: list[str], answers: list[str]) -> list[int]:
 
 
 __all__ = ["WordClips", "load_word_clips", "normalise", "ast_config", "spec_augment", "train_word_ast",
-           "Utterance", "make_utterances", "utterance_waveform", "frame_windows", "encode_utterances", "window_tokens", "task",
+           "Utterance", "make_utterances", "utterance_waveform", "shift_waves", "frame_windows", "encode_utterances", "window_tokens", "task",
            "task_rows", "word_errors", "word_error_rate", "exact_match", "lm_loss", "answer", "evaluate",
            "load_speech_lm", "SHIPPED_MODELS", "TRAINED_MODELS", "cascade_transcripts", "answer_logprobs",
            "dpo_batch_loss", "wrong_answer_rows", "NUMBERS", "PRETRAIN_KINDS", "SFT_KINDS", "ALL_KINDS"]
