@@ -1,7 +1,10 @@
 """Notebook 10's speech LM: SmolLM2-135M-Instruct hearing utterances, trained in Qwen2-Audio's three stages.
 
-The encoder is notebook 10's AST (shipped in `speech_lm`, frozen): 31 audio tokens per 7-s utterance, one per
-200 ms (`speech_lm.encode_utterances`). The LM side is notebook 07's machinery (`utils.assistant`, `utils.audio_lm`):
+The encoder is section 2's AST recipe trained once more, from the image ViT, on the training clips plus 8 copies
+of each moved by up to +-100 ms (`train_encoder`: section 2's AST, trained on centred words only, loses up to 18
+points on held-out clips moved by 25-100 ms, and an utterance's windows fall anywhere on its words); then frozen,
+it gives 31 audio tokens per 7-s utterance, one per 200 ms (`speech_lm.encode_utterances`) and ships with the
+model. The LM side is notebook 07's machinery (`utils.assistant`, `utils.audio_lm`):
 an mlp2x_gelu connector, the tokens spliced at `<audio>`, LoRA adapters from peft.
 1. stage 1, audio-text pretraining: three tasks named by natural-language prompts ("Transcribe the speech.",
    "How many words are said?", "What is the first word?"); the connector alone trains, the LM frozen;
@@ -49,7 +52,50 @@ SFT = A.StageConfig(steps=800, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, wa
 DPO = dict(steps=100, batch_size=8, lr=2e-5, beta=0.1, nll_weight=1.0, connector=False, eval_every=20,
            pairs_from=1200, seed=2)
 DPO_PLAIN = dict(DPO, lr=5e-5, nll_weight=0.0, connector=True)   # the first recipe: DPO alone, connector + LoRA
+ENCODER = dict(copies=8, max_shift=1600, steps=1000, seed=0, init="image ViT")   # +-100 ms: half a window hop
 STATE_DIR = CACHE_DIR / "audio_lm"
+
+
+def train_encoder(clips, path: Path, smoke: bool):
+    """The speech LM's audio encoder: section 2's AST recipe (`speech_lm.train_word_ast`, from the image ViT) on
+    the training clips plus ENCODER["copies"] copies of each moved by up to ENCODER["max_shift"] samples
+    (`speech_lm.shifted_copies`), ENCODER["steps"] steps; normalised with section 2's statistics (`speech_lm`'s
+    record). Rounded to float16 as it ships; resumable at `path`. Returns (encoder, record)."""
+    from safetensors.torch import load_file, save_file
+    from utils import audio, vit
+    from utils import audio_transformer as at
+
+    section2 = al.load_encoder("speech_lm")                         # section 2's AST: its statistics and words
+    mean, std = section2.normalisation["mean"], section2.normalisation["std"]
+    train = clips.is_train
+    moved, moved_y = sl.shifted_copies(clips.waves[train], clips.y[train], ENCODER["copies"], ENCODER["max_shift"],
+                                       ENCODER["seed"])
+    X = sl.normalise(audio.log_mel_spectrogram(torch.cat([clips.waves, moved]), n_mels=sl.N_MELS, **sl.MEL),
+                     mean, std)                                      # (352 + 8 * 264, 40, 98)
+    y = torch.cat([clips.y, moved_y])
+    is_train = torch.cat([train, torch.ones(len(moved), dtype=torch.bool)])
+    t0 = time.perf_counter()
+    if path.exists():
+        encoder = at.AST(sl.ast_config(len(clips.words)))
+        encoder.load_state_dict(load_file(path))
+        held_out = json.loads(path.with_suffix(".json").read_text())
+    else:
+        state, vit_config = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "vit_shapes")
+        image_vit = vit.ViT(vit.ViTConfig(**vit_config["model"]))
+        image_vit.load_state_dict(state)
+        encoder, hist = sl.train_word_ast(X, y, is_train, ENCODER["seed"], image_vit=image_vit,
+                                          steps=4 if smoke else ENCODER["steps"], eval_every=100)
+        encoder.load_state_dict({k: v.half().float() for k, v in encoder.state_dict().items()})   # as it ships
+        held_out = dict(steps=hist.eval_steps, accuracy=[e["held-out"] for e in hist.eval],
+                        seconds=round(time.perf_counter() - t0, 1))
+        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, path)
+        path.with_suffix(".json").write_text(json.dumps(held_out))
+    encoder.eval().requires_grad_(False)
+    encoder.normalisation, encoder.words = dict(mean=mean, std=std), clips.words
+    held = ~train
+    shifted = sl.shifted_accuracy(encoder, clips.waves[held], clips.y[held], mean, std)
+    return encoder, dict(ENCODER, training=held_out, normalisation=encoder.normalisation,
+                         held_out_shifted={f"{ms} ms {side}": round(a, 4) for (ms, side), a in shifted.items()})
 
 
 def log(msg: str) -> None:
@@ -185,9 +231,11 @@ def main():
     state_dir = (Path(args.state_dir) if args.state_dir else STATE_DIR) / ("smoke" if args.smoke else "run")
     state_dir.mkdir(parents=True, exist_ok=True)
 
-    # ---- the utterances, encoded once by the frozen AST
-    encoder = al.load_encoder()
-    clips, words = sl.load_word_clips(), encoder.words
+    # ---- the encoder, trained once on centred and moved clips, then frozen; the utterances, encoded once by it
+    clips = sl.load_word_clips()
+    encoder, encoder_record = train_encoder(clips, state_dir / "encoder.safetensors", args.smoke)
+    words = encoder.words
+    log(f"encoder: held-out clips {encoder_record['held_out_shifted']}")
     n = dict(train=32, val=8, test=8) if args.smoke else N
     utts = {s: sl.make_utterances(clips, "test" if s == "test" else "train", n[s], UTTERANCE_SEEDS[s])
             for s in ("train", "val", "test")}
@@ -215,7 +263,8 @@ def main():
                               gap_seconds=sl.GAP_SECONDS, seconds_padded=sl.MAX_SECONDS,
                               stage1=dict(vars(STAGE1), kinds=sl.PRETRAIN_KINDS),
                               sft=dict(vars(SFT), kinds=sl.ALL_KINDS), dpo=DPO, dpo_plain=DPO_PLAIN),
-                  device=args.device, threads=torch.get_num_threads(), words=words, stages={}, results={})
+                  device=args.device, threads=torch.get_num_threads(), words=words, stages={}, results={},
+                  encoder=encoder_record, normalisation=encoder.normalisation)
 
     done_path = state_dir / "results.json"                    # held-out results so far: a resumed run reuses them
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
@@ -265,6 +314,7 @@ def main():
         A.load_trainable(model, weights)                                           # what is measured is what ships
         evaluate(model, name)
     shipped.update({"dpo." + k: v for k, v in weights.items()})                  # the last: DPO with the NLL term
+    shipped.update({"encoder." + k: v.half() for k, v in encoder.state_dict().items()})      # the frozen encoder
 
     # ---- baseline: SFT with no stage 1
     del model

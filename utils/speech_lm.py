@@ -197,6 +197,37 @@ def shift_waves(waves: torch.Tensor, shifts) -> torch.Tensor:
     return out
 
 
+def shifted_copies(waves: torch.Tensor, labels: torch.Tensor, copies: int, max_shift: int, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, T) clips and their (n,) labels -> (n * copies, T) copies and their labels: copy j of clip i (row
+    i * copies + j) is clip i moved by a shift drawn uniformly from -max_shift..max_shift samples (`shift_waves`),
+    seeded. Training on them teaches an AST a word that is not centred in its window, as an utterance's are."""
+    validate.tensor("waves", waves, dim=2, floating=True)
+    if len(labels) != len(waves):
+        raise ValueError(f"need one label per clip: {len(waves)} clips, {len(labels)} labels")
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    if not 0 <= max_shift < waves.shape[1]:
+        raise ValueError(f"max_shift must be in 0..{waves.shape[1] - 1} samples, got {max_shift}")
+    g = np.random.default_rng(seed)
+    shifts = g.integers(-max_shift, max_shift + 1, size=len(waves) * copies).tolist()
+    return shift_waves(waves.repeat_interleave(copies, dim=0), shifts), labels.repeat_interleave(copies)
+
+
+@torch.no_grad()
+def shifted_accuracy(encoder: at.AST, waves: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+                     shifts_ms=(0, 25, 50, 75, 100)) -> dict[tuple[int, str], float]:
+    """An AST's accuracy on (n, T) clips moved later and earlier by each of `shifts_ms` milliseconds
+    (`shift_waves`), normalised with the training statistics: {(ms, "later" | "earlier"): accuracy}."""
+    out = {}
+    for ms in shifts_ms:
+        for sign, side in ((1, "later"), (-1, "earlier")):
+            moved = shift_waves(waves, [sign * int(ms) * SAMPLE_RATE // 1000] * len(waves))       # (n, T)
+            X = normalise(audio.log_mel_spectrogram(moved, n_mels=N_MELS, **MEL), mean, std)      # (n, M, frames)
+            out[int(ms), side] = training.accuracy(encoder(X), labels)
+    return out
+
+
 def frame_windows(spec: torch.Tensor, window: int = WINDOW_FRAMES, hop: int = HOP_FRAMES) -> torch.Tensor:
     """(B, M, T) log-mel -> (B, W, M, window): the AST's 1-s windows every `hop` frames, W = 1 + (T - window) // hop."""
     validate.tensor("spec", spec, dim=3, floating=True)
@@ -409,7 +440,7 @@ def wrong_answer_rows(truth: list[str], answers: list[str]) -> list[int]:
 
 
 __all__ = ["WordClips", "load_word_clips", "normalise", "ast_config", "spec_augment", "train_word_ast",
-           "Utterance", "make_utterances", "utterance_waveform", "shift_waves", "frame_windows", "encode_utterances", "window_tokens", "task",
+           "Utterance", "make_utterances", "utterance_waveform", "shift_waves", "shifted_copies", "shifted_accuracy", "frame_windows", "encode_utterances", "window_tokens", "task",
            "task_rows", "word_errors", "word_error_rate", "exact_match", "lm_loss", "answer", "evaluate",
            "load_speech_lm", "SHIPPED_MODELS", "TRAINED_MODELS", "cascade_transcripts", "answer_logprobs",
            "dpo_batch_loss", "wrong_answer_rows", "NUMBERS", "PRETRAIN_KINDS", "SFT_KINDS", "ALL_KINDS"]
