@@ -65,26 +65,23 @@ def train_encoder(clips, path: Path, smoke: bool):
     from utils import audio, vit
     from utils import audio_transformer as at
 
+    t0 = time.perf_counter()
     section2 = al.load_encoder("speech_lm")                         # section 2's AST: its statistics and words
     mean, std = section2.normalisation["mean"], section2.normalisation["std"]
     train = clips.is_train
-    moved, moved_y = sl.shifted_copies(clips.waves[train], clips.y[train], ENCODER["copies"], ENCODER["max_shift"],
-                                       ENCODER["seed"])
-    X = sl.normalise(audio.log_mel_spectrogram(torch.cat([clips.waves, moved]), n_mels=sl.N_MELS, **sl.MEL),
-                     mean, std)                                      # (352 + 8 * 264, 40, 98)
-    y = torch.cat([clips.y, moved_y])
-    is_train = torch.cat([train, torch.ones(len(moved), dtype=torch.bool)])
-    t0 = time.perf_counter()
     if path.exists():
         encoder = at.AST(sl.ast_config(len(clips.words)))
         encoder.load_state_dict(load_file(path))
         held_out = json.loads(path.with_suffix(".json").read_text())
     else:
-        state, vit_config = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "vit_shapes")
-        image_vit = vit.ViT(vit.ViTConfig(**vit_config["model"]))
-        image_vit.load_state_dict(state)
-        encoder, hist = sl.train_word_ast(X, y, is_train, ENCODER["seed"], image_vit=image_vit,
-                                          steps=4 if smoke else ENCODER["steps"], eval_every=100)
+        moved, moved_y = sl.shifted_copies(clips.waves[train], clips.y[train], ENCODER["copies"],
+                                           ENCODER["max_shift"], ENCODER["seed"])
+        X = sl.normalise(audio.log_mel_spectrogram(torch.cat([clips.waves, moved]), n_mels=sl.N_MELS, **sl.MEL),
+                         mean, std)                                  # (352 + 8 * 264, 40, 98)
+        is_train = torch.cat([train, torch.ones(len(moved), dtype=torch.bool)])
+        encoder, hist = sl.train_word_ast(X, torch.cat([clips.y, moved_y]), is_train, ENCODER["seed"],
+                                          image_vit=vit.load_shipped(), steps=4 if smoke else ENCODER["steps"],
+                                          eval_every=100)
         encoder.load_state_dict({k: v.half().float() for k, v in encoder.state_dict().items()})   # as it ships
         held_out = dict(steps=hist.eval_steps, accuracy=[e["held-out"] for e in hist.eval],
                         seconds=round(time.perf_counter() - t0, 1))

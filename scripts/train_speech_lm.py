@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from utils import DATA_DIR, audio, env, lm, training, vit  # noqa: E402
 from utils import audio_transformer as at  # noqa: E402
 from utils import speech_lm as sl  # noqa: E402
-from utils.checkpoints import load_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = DATA_DIR / "checkpoints" / "speech_lm"
@@ -185,9 +184,7 @@ def main():
     specs = audio.log_mel_spectrogram(clips.waves, n_mels=sl.N_MELS, **sl.MEL)           # (352, 40, 98)
     mean, std = specs[clips.is_train].mean().item(), specs[clips.is_train].std().item()
     X = sl.normalise(specs, mean, std)
-    state, vit_config = load_checkpoint(DATA_DIR / "checkpoints" / "vit_shapes")
-    image_vit = vit.ViT(vit.ViTConfig(**vit_config["model"]))
-    image_vit.load_state_dict(state)
+    image_vit = vit.load_shipped()
     record = dict(recipe=dict(n_train=N_TRAIN, n_val=N_VAL, n_test=N_TEST, utterance_seeds=UTTERANCE_SEEDS,
                               words_per_utterance=sl.WORDS_PER_UTTERANCE, gap_seconds=sl.GAP_SECONDS,
                               seconds_padded=sl.MAX_SECONDS, window_frames=sl.WINDOW_FRAMES,

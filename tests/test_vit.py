@@ -120,3 +120,14 @@ def test_config_rejects_bad_sizes():
         vit.ViTConfig(image_size=30, patch_size=4)
     with pytest.raises(ValueError, match="heads"):
         vit.ViTConfig(dim=30, heads=4)
+
+
+def test_load_shipped_is_the_checkpoint_with_its_config():
+    from utils import DATA_DIR, checkpoints
+    state, config = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / "vit_shapes")
+    model = vit.load_shipped()
+    assert model.cfg == vit.ViTConfig(**config["model"])
+    got = model.state_dict()
+    assert set(got) == set(state)
+    for k, v in state.items():
+        assert torch.equal(got[k], v.to(got[k].dtype)), k

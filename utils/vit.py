@@ -306,3 +306,14 @@ def to_torchvision(model: ViT):
         tv.encoder.ln.load_state_dict(model.norm.state_dict())
         tv.heads.head.load_state_dict(model.head.state_dict())
     return tv
+
+
+def load_shipped(name: str = "vit_shapes") -> ViT:
+    """The ViT that `scripts/train_vit_shapes.py` ships (`data/checkpoints/<name>`), built from its recorded config,
+    checked against `data/MANIFEST`; notebook 10's ASTs start from it."""
+    from . import DATA_DIR, checkpoints
+
+    state, config = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / name)
+    model = ViT(ViTConfig(**config["model"]))
+    model.load_state_dict(state)
+    return model
