@@ -426,8 +426,8 @@ def run_all(page, server: LabServer, timeout: float, log_offset: int = 0) -> flo
     deadline = start + timeout
     while True:
         state = _idle_twice(page)
-        if state is not None:
-            return time.time() - start
+        # A restarted kernel reads idle with its unanswered prompts cleared, which also passes as settled: the
+        # death is checked before a settled state counts as the end (a CI run once returned ['1', '', ''] here).
         events = page.evaluate("() => window.__ui.log")
         bad = [e for e in events if e[2] in ("restarting", "autorestarting", "dead", "disconnected")]
         log = server.log_since(log_offset)
@@ -436,6 +436,8 @@ def run_all(page, server: LabServer, timeout: float, log_offset: int = 0) -> flo
             raise RuntimeError(f"the kernel died or lost its connection during Run All ({bad or died[:3]}); "
                                "its unanswered cells would keep '*' forever. Out of memory? "
                                f"kernel events: {events[-20:]}")
+        if state is not None:
+            return time.time() - start
         if time.time() > deadline:
             st = page.evaluate(JS_STATE)
             raise TimeoutError(f"Run All did not finish within {timeout:.0f} s: prompts {st['prompts']}, "
