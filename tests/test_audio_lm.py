@@ -185,3 +185,21 @@ def test_shipped_transcribe_gives_the_scripts_held_out_transcripts(clips):
     got = al.transcribe(waves)
     assert all(isinstance(t, str) and t == t.lower() for t in got)
     assert sum(a == b for a, b in zip(got, record["results"]["dpo_answers"]["transcribe"][:8])) >= 7
+
+
+def test_shipped_encoder_is_the_one_its_record_measured(clips, encoder):
+    """The shipped speech LM's own encoder (trained on centred and moved clips): loaded from `audio_lm`, not section
+    2's AST, and on the held-out clips moved by 0-100 ms it scores what the script recorded (within one clip of 88,
+    which a near tie may flip across CPUs)."""
+    record = checkpoints.read_json(ROOT / "data" / "checkpoints" / f"{al.CHECKPOINT}.json")
+    if "encoder" not in record:
+        pytest.skip("the shipped audio_lm was trained on section 2's AST")
+    section2 = al.load_encoder("speech_lm")
+    assert any(not torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), section2.state_dict().values()))
+    held = ~clips.is_train
+    stats = encoder.normalisation
+    got = sl.shifted_accuracy(encoder, clips.waves[held], clips.y[held], stats["mean"], stats["std"])
+    want = record["encoder"]["held_out_shifted"]
+    assert set(want) == {f"{ms} ms {side}" for ms, side in got}
+    for (ms, side), acc in got.items():
+        assert acc == pytest.approx(want[f"{ms} ms {side}"], abs=1.5 / int(held.sum())), (ms, side)

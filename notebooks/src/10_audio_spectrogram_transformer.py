@@ -12,9 +12,10 @@
 # log-mel features, trains it on spoken words, tests the paper's claim that image pretraining helps, and then
 # turns it into the audio encoder of a speech LM trained in Qwen2-Audio's three stages on whole utterances.
 #
-# **What you need:** about 67 s on a 2-core CPU (the median of three runs), about 2.6 GB of memory at peak, no
+# **What you need:** about 65 s on a 2-core CPU (the median of three runs), about 2.5 GB of memory at peak, no
 # GPU. It trains two small ASTs (250 steps each) and evaluates the speech LM that `scripts/train_audio_lm.py`
-# trained (SmolLM2-135M-Instruct with a connector and LoRA adapters; about 110 minutes on 2 threads, resumable:
+# trained (its own AST encoder, then SmolLM2-135M-Instruct with a connector and LoRA adapters; about 110 minutes
+# on 2 threads, resumable:
 # the stages and the baselines; the notebook answers 240 held-out questions live with each of the SFT and DPO
 # models and runs the cascade on all 400 held-out utterances). It reads the spoken
 # words of `data/speech/` (made by `scripts/make_speech_data.py`), the tiny ViT of notebook 02 (`vit_shapes`),
@@ -316,8 +317,8 @@ print(f"image init ahead in {better} of {len(paired)} seeds; mean paired differe
 # - **the speech**: utterances of 2 to 5 different words, each one of the shipped 1-s clips of one voice, joined
 #   end to end with 0.1-0.5 s of silence between them and padded with silence to 7 s (Whisper pads to 30 s).
 #   No model is told where a word starts. Training utterances use the 6 training voices, the test the 2 held-out ones;
-# - **the encoder**: the AST of section 2's recipe (the script's seed-0 run, frozen: it learned the 11 words
-#   there, and nothing below trains it) slides over the utterance, a 1-s window every 200 ms, and each
+# - **the encoder**: an AST of section 2's recipe (trained by the script before the LM stages, then frozen:
+#   nothing below trains it) slides over the utterance, a 1-s window every 200 ms, and each
 #   window gives one audio token, the mean of its CLS and distillation outputs: 31 tokens for 7 s. Qwen2-Audio
 #   gives one token per 40 ms; our AST learned from 1-s clips, so its window must hold a whole word, and a hop
 #   of 200 ms gives each word about five tokens;
@@ -351,6 +352,36 @@ for j in range(windows.shape[1]):
     ax.plot([j * sl.HOP_FRAMES, j * sl.HOP_FRAMES], [-1.5, -0.5], color="tab:cyan", lw=1.2, clip_on=False)
 ax.set(xlabel="frame (10 ms); ticks below: where each of the 31 windows starts", ylabel="mel bin",
        title="an utterance of held-out voice; the words are written here for you, the model is not given them");
+
+# %% [markdown]
+# **Which encoder.** The windows start every 200 ms wherever the words fall, so the window nearest a word's
+# centre can be up to 100 ms off it, while section 2's AST saw every training clip with its word in the middle.
+# The script therefore trains the speech LM's encoder with section 2's recipe once more (from the image ViT,
+# 1000 steps, section 2's normalisation) on the training clips plus 8 copies of each moved by a random amount of
+# up to 100 ms either way (`sl.shifted_copies`). Both ASTs on the 88 held-out clips, moved later and earlier
+# (`sl.shifted_accuracy`: silence comes in at one edge, the word's far end goes out at the other):
+
+# %%
+SHIFTS_MS = (0, 25, 50, 75, 100)
+section2_ast = al.load_encoder("speech_lm")                 # section 2's recipe, centred clips only (seed 0)
+shift_acc = {name: sl.shifted_accuracy(e, waves[held], y[held], MEAN, STD, SHIFTS_MS)    # {(ms, side): accuracy}
+             for name, e in (("section 2's AST (centred clips)", section2_ast),
+                             ("the speech LM's encoder (+ moved copies)", encoder))}
+report.table(["encoder, 88 held-out clips", "word moved", *[f"{ms} ms" for ms in SHIFTS_MS]],
+             [[name, side, *[f"{acc[ms, side]:.1%}" for ms in SHIFTS_MS]]
+              for name, acc in shift_acc.items() for side in ("later", "earlier")])
+moved_range = {name: (min(v for (ms, _), v in acc.items() if ms), max(v for (ms, _), v in acc.items() if ms))
+               for name, acc in shift_acc.items()}
+for name, acc in shift_acc.items():
+    lo, hi = moved_range[name]
+    print(f"{name}: {acc[0, 'later']:.1%} centred, {lo:.1%} to {hi:.1%} moved by 25-100 ms "
+          f"({int(round(acc[0, 'later'] * len(held)))} and {int(round(lo * len(held)))} to "
+          f"{int(round(hi * len(held)))} of {len(held)} clips)")
+recorded = arec["encoder"]["held_out_shifted"]               # the script's numbers for the same clips
+gap = max(abs(shift_acc["the speech LM's encoder (+ moved copies)"][ms, side] - recorded[f"{ms} ms {side}"])
+          for ms in SHIFTS_MS for side in ("later", "earlier"))
+print(f"the script measured the same encoder on the same clips: largest difference {gap:.1%}")
+assert gap <= 1.5 / len(held), gap                           # at most one clip, which a near tie may flip
 
 # %% [markdown]
 # The prompt the LM reads is ChatML with the placeholder before the question, as LLaVA places `<image>`; the
@@ -446,16 +477,17 @@ def cell(scores, kind):
 report.table(["model (400 held-out utterances)", "transcription WER", *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]]],
              [[label, *[cell(res[name], k) for k in sl.ALL_KINDS]] for label, name in ROWS]
              + [["cascade: the AST's word per clip (boundaries given)", f"{cascade_wer:.1%}", *["-"] * 5],
-                ["the course LM, stage 1 + SFT (speech_lm record)", *[cell(course, k) for k in sl.ALL_KINDS]]])
+                ["the course LM, stage 1 + SFT, section 2's AST (speech_lm record)",
+                 *[cell(course, k) for k in sl.ALL_KINDS]]])
 
 # %% [markdown]
 # Each exact-match cell has its 95% interval (Wilson, 400 utterances), one model at a time; every model answers
 # the same 400 utterances, so two models are compared question by question (the fixed / caused counts below do
 # that for SFT and DPO). The last row is the same pipeline with the course LM of notebook 04 (0.9M parameters,
-# trained on ShapesWorld captions) in the LM's place: compare its transcription WER and its three instruction
-# cells with SmolLM2's rows. Its SFT trained transcription and the three
-# instructions only (a quarter each), so its count and first-word cells are what that SFT left of stage 1. What
-# the rows show, computed from the table:
+# trained on ShapesWorld captions) in the LM's place, and section 2's centred-clip AST as its encoder: two things
+# differ from SmolLM2's rows, so its gap to them is not the LM's alone. Its SFT trained transcription and the
+# three instructions only (a quarter each), so its count and first-word cells are what that SFT left of stage 1.
+# What the rows show, computed from the table:
 
 # %%
 instructions = list(al.INSTRUCTION_KINDS)
@@ -474,10 +506,10 @@ targets = {"transcription WER <= 10% (after DPO)": res["dpo"]["transcribe"] <= 0
 print("the course's targets:", {k: "met" if v else "missed" for k, v in targets.items()})
 
 # %% [markdown]
-# "Say the words in reverse order" needs every word of the utterance heard right, so it should track how often
-# the transcript is whole. Two measurements locate the misses: the final model's reverse answers next to its
-# own transcripts of the same utterances, and the SFT model on validation utterances of the *training* voices
-# (the script's curve, at the step it picked) next to the held-out voices:
+# "Say the words in reverse order" needs every word of the utterance heard right. Do its misses fall where the
+# transcript is wrong too? Two measurements: the final model's reverse answers next to its own transcripts of
+# the same utterances, and the SFT model on validation utterances of the *training* voices (the script's curve,
+# at the step it picked) next to the held-out voices:
 
 # %%
 final_answers = res["dpo_answers"]
@@ -493,25 +525,11 @@ print(f"SFT at step {stages['sft']['picked_step']}, training voices (validation,
       f"reverse {picked['reverse']:.1%} vs {res['sft']['reverse']:.1%}")
 
 # %% [markdown]
-# The misses come from the voices the model never heard. Where? The cascade classifies each word's own clip,
-# with the word in the middle, as the AST saw every clip in training. The speech LM's windows start every 200 ms,
-# wherever the words fall, so the window nearest a word's centre can be up to 100 ms off it. Two measurements
-# with the frozen encoder: its accuracy on the 88 held-out clips moved later and earlier by 25 to 100 ms
-# (`sl.shift_waves`: silence comes in at one edge), and the final model's transcription errors split by
-# whether the AST gets the clip right when the word is centred.
+# Where do the remaining word errors fall? Two measurements with the frozen encoder: the final model's
+# transcription errors split by whether the encoder gets the word's own clip right with the word centred (as
+# the cascade reads it), and how far the window nearest each word said is from the word's clip.
 
 # %%
-SHIFTS_MS = (0, 25, 50, 75, 100)
-acc_by_shift = {}
-for ms in SHIFTS_MS:
-    for sign, side in ((1, "later"), (-1, "earlier")):
-        moved = sl.shift_waves(waves[held], [sign * ms * SR // 1000] * len(held))                # (88, 16000)
-        Xm = sl.normalise(audio.log_mel_spectrogram(moved, n_mels=N_MELS, **MEL), MEAN, STD)     # (88, 40, 98)
-        with torch.no_grad():
-            acc_by_shift[ms, side] = training.accuracy(encoder(Xm), y[held])
-report.table(["word moved by (ms)", *[str(ms) for ms in SHIFTS_MS]],
-             [[f"AST accuracy, moved {side}", *[f"{acc_by_shift[ms, side]:.1%}" for ms in SHIFTS_MS]]
-              for side in ("later", "earlier")])
 with torch.no_grad():
     centred_right = (encoder(X).argmax(1) == y).tolist()                   # per clip: right with the word centred
 errors = {True: 0, False: 0}
@@ -533,22 +551,13 @@ for u in test_utts:
         offsets.append(min(start % hop, hop - start % hop) * 1000 / SR)
         start += SR + (u.gaps[k] if k < len(u.gaps) else 0)
 offsets = np.array(offsets)
-shifted = [acc_by_shift[ms, side] for ms in SHIFTS_MS[1:] for side in ("later", "earlier")]
-print(f"the AST on held-out clips: {acc_by_shift[0, 'later']:.1%} with the word centred, "
-      f"{min(shifted):.1%} to {max(shifted):.1%} moved by 25-100 ms")
-print(f"in the {lengths_right} transcripts with the right number of words: {sum(errors.values())} word errors, "
-      f"{errors[True]} of them on clips the AST classifies right when centred ({errors[True] / said[True]:.1%} of "
-      f"the {said[True]} words said with such clips wrong) and {errors[False]} on clips it gets wrong "
+print(f"{len(test_utts) - lengths_right} of {len(test_utts)} transcripts have a word missed or added; in the "
+      f"{lengths_right} with the right number of words: {sum(errors.values())} word errors, "
+      f"{errors[True]} of them on clips the encoder classifies right when centred ({errors[True] / said[True]:.1%} of "
+      f"the {said[True]} words said with such clips) and {errors[False]} on clips it gets wrong "
       f"({errors[False] / max(1, said[False]):.1%} of {said[False]})")
 print(f"the window nearest each of the {len(offsets)} words said is {np.median(offsets):.0f} ms off the word's clip "
       f"(median); within 10 ms for {np.mean(offsets <= 10):.0%} of them")
-
-# %% [markdown]
-# Most of the speech LM's word errors on the unheard voices fall on clips the AST classifies right when the word
-# is centred, and the AST loses accuracy when the same clips are moved by tens of milliseconds: its training
-# clips all had their word in the same place, and the nearest window is more than 10 ms off most words said (the
-# offsets above). This points at the frozen encoder, which none of the three stages trains: a word the AST
-# hears right only when it is centred can reach the LM as a different token.
 
 # %% [markdown]
 # **Stage 3, DPO (Rafailov et al., 2023).** Qwen2-Audio's last stage learns from pairs of a preferred answer
@@ -580,6 +589,11 @@ for name, run in dpo_runs.items():
     print(f"{name}: loss at step 0 {first['loss']:.5f} (log 2 = {math.log(2):.5f}, {nll_part}; the log keeps 5 "
           f"decimals); picked step {run['picked_step']} of {run['steps']}")
     assert abs(run["log"][0]["loss"] - run["nll_weight"] * run["log"][0].get("nll", 0.0) - math.log(2)) < 1e-3
+v0 = dpo_log["val"][0]                                     # step 0: the SFT model on validation
+perfect = v0["transcribe"] == 0 and all(v0[k] == 1 for k in sl.ALL_KINDS[1:])
+print(f"the SFT model on validation (step 0): WER {v0['transcribe']:.1%}, "
+      + ", ".join(f"{k} {v0[k]:.1%}" for k in sl.ALL_KINDS[1:])
+      + (": every question right, so a DPO step can at best match it there" if perfect else ""))
 print(f"validation ({arec['recipe']['n']['val']} utterances of the training voices) at every check:")
 report.table(["run", "step", "transcription WER", *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]]],
              [[name, v["step"], *[f"{v[k]:.1%}" for k in sl.ALL_KINDS]]
@@ -653,6 +667,22 @@ for k in sl.ALL_KINDS:
     change_rows.append([k, len(fixed), len(caused), example(fixed[0]) if len(fixed) else "-",
                         example(caused[0]) if len(caused) else "-"])
 report.table(["kind", "fixed", "caused", "a fix (SFT -> DPO)", "a new mistake (SFT -> DPO)"], change_rows)
+caused_len = Counter()                                # the new mistakes' length against the truth's, all kinds
+for k in sl.ALL_KINDS:
+    truth = al.eval_questions(test_utts, k, WORDS)[1]
+    for a_sft, a_dpo, t in zip(res["sft_answers"][k], res["dpo_answers"][k], truth):
+        if a_sft == t and a_dpo != t:
+            n_a, n_t = len(a_dpo.split()), len(t.split())
+            caused_len["longer" if n_a > n_t else "shorter" if n_a < n_t else "as long"] += 1
+print("DPO's new mistakes against the truth, in words: " + ", ".join(f"{v} {k}" for k, v in caused_len.most_common()))
+
+# %% [markdown]
+# Read the three measurements together: the SFT model made few mistakes on the 1,200 training utterances the
+# pairs came from (the pair count printed with the DPO log), so DPO saw few pairs, each many times over its 100
+# steps of 8; on validation it could only lose (the SFT model answered every question there), and its new
+# mistakes on held-out voices are mostly answers with a word added. Qwen2-Audio's DPO learned from human
+# preferences between answers; ours has only the SFT model's own rare errors to learn from, and the course's
+# target that DPO be no worse than SFT on any kind is printed with the main table.
 
 # %% [markdown]
 # **The public entry point.** `al.transcribe(waveforms)` takes 1-D float tensors at 16 kHz (up to 7 s) and
@@ -702,9 +732,10 @@ report.measured("10_audio_spectrogram_transformer", {
     **{f"speech LM (SmolLM2), {label}: after / said / reverse (exact)": " / ".join(
         f"{res[name][k]:.1%}" for k in instructions) for label, name in ROWS if "after" in res[name]},
     "cascade WER (the AST's word per clip, boundaries given)": f"{cascade_wer:.1%}",
-    "frozen AST on held-out clips, word centred / moved 25-100 ms (min to max)":
-        f"{acc_by_shift[0, 'later']:.1%} / {min(shifted):.1%} to {max(shifted):.1%}",
-    "final model's word errors on clips the AST gets right centred (of all, right word count)":
+    **{f"{name} on held-out clips, word centred / moved 25-100 ms (min to max)":
+       f"{acc[0, 'later']:.1%} / {moved_range[name][0]:.1%} to {moved_range[name][1]:.1%}"
+       for name, acc in shift_acc.items()},
+    "final model's word errors on clips the encoder gets right centred (of all, right word count)":
         f"{errors[True]} of {sum(errors.values())}",
     "live answers equal to the script's, 240 a model (SFT / DPO)": " / ".join(f"{v:.1%}" for v in same.values()),
     "DPO + NLL: pairs / DPO term at step 0 / picked step": f"{dpo_log['pairs']} / "
