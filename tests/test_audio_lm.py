@@ -123,6 +123,50 @@ def test_dpo_nll_term_is_trl_rpo_the_chosen_answers_mean_token_cross_entropy(tok
         al.dpo_step_loss(model, tokens, chosen, rejected, ref_c, ref_r, beta=0.1, nll_weight=-1.0)
 
 
+@pytest.mark.parametrize("chosen, rejected, kept", [
+    ("go yes stop", "go yes left", ["go", " yes", " left"]),                  # a wrong word: kept up to it
+    ("go yes stop", "go yes stop left", ["go", " yes", " stop", " left"]),    # a word added: no end kept
+    ("go yes stop", "go yes", ["go", " yes", "<|im_end|>"]),                  # a word dropped: the early end kept
+    ("left down no up", "left drop no up", ["left", " drop"]),               # the rest follows a wrong token
+])
+def test_rejected_to_first_error_keeps_the_labels_up_to_the_first_wrong_token(tok, chosen, rejected, kept):
+    q = ["Say the words in reverse order."]
+    c, r = al.rows(tok, q, [chosen]), al.rows(tok, q, [rejected])
+    labels = al.rejected_to_first_error(c[1], r[1])
+    assert labels.shape == r[1].shape
+    got = labels[0][labels[0] != IGNORE_INDEX].tolist()
+    assert [tok.convert_ids_to_tokens(t).replace("\u0120", " ") for t in got] == kept
+    carried = (r[1][0] != IGNORE_INDEX).nonzero()[:, 0]
+    assert torch.equal(labels[0][carried[:len(kept)]], r[1][0][carried[:len(kept)]])   # the same tokens, a prefix
+
+
+def test_rejected_to_first_error_leaves_only_the_first_wrong_token_in_the_margin(tok):
+    """The shared prefix is scored in the same context in both answers, so it cancels from log pi(y_w) - log pi(y_l):
+    with the rejected answer cut at its first wrong token, the margin reads that token against the right one."""
+    model = tiny(tok)
+    q = ["Say the words in reverse order."]
+    chosen, rejected = al.rows(tok, q, ["go yes stop"]), al.rows(tok, q, ["go yes left no"])
+    cut = (rejected[0], al.rejected_to_first_error(chosen[1], rejected[1]))
+    first = (chosen[0], al.rejected_to_first_error(rejected[1], chosen[1]))           # the chosen cut the same way
+    tokens = torch.randn(1, 31, 64)
+    with torch.no_grad():
+        diff = al.answer_logprobs(model, tokens, *first) - al.answer_logprobs(model, tokens, *cut)
+        embeds, labels = model.embed(tokens, *chosen)
+        logp = torch.log_softmax(model.language_model(inputs_embeds=embeds).logits[0].float(), -1)
+    at_error = (labels[0] != IGNORE_INDEX).nonzero()[2, 0]                             # " stop" vs " left"
+    want = logp[at_error - 1, labels[0, at_error]] - logp[at_error - 1, tok.convert_tokens_to_ids("\u0120left")]
+    assert diff.item() == pytest.approx(want.item(), abs=1e-4)
+
+
+def test_rejected_to_first_error_refuses_pairs_it_cannot_compare(tok):
+    c = al.rows(tok, ["Is 'go' said?"], ["yes"])
+    with pytest.raises(ValueError, match="same answer"):
+        al.rejected_to_first_error(c[1], c[1])
+    other = al.rows(tok, ["Which word comes after 'up'?"], ["yes"])
+    with pytest.raises(ValueError, match="same question"):
+        al.rejected_to_first_error(c[1], other[1])
+
+
 def test_encode_waveforms_equals_encode_utterances(clips, encoder):
     utts = sl.make_utterances(clips, "test", 3, seed=0)
     x = torch.stack([sl.utterance_waveform(clips.waves, u) for u in utts])
@@ -166,7 +210,11 @@ def test_shipped_audio_lm_records_its_stages():
     assert record["stages"]["sft"]["trainable"]["lora"] > 0 and record["stages"]["sft"]["trainable"]["lm"] == 0
     assert record["stages"]["dpo_plain"]["trainable"]["connector"] > 0 and record["stages"]["dpo"]["trainable"]["connector"] == 0
     assert record["stages"]["dpo"]["trainable"]["lora"] > 0 and record["stages"]["dpo"]["trainable"]["lm"] == 0
-    for name in ("dpo_plain", "dpo"):                 # pi = pi_ref at step 0: the DPO term is log 2
+    if "dpo_whole" in record["stages"]:                 # the shipped run cuts the rejected answers, its ablations not
+        assert record["stages"]["dpo"]["rejected"] == "to first error"
+        assert record["stages"]["dpo_whole"]["rejected"] == record["stages"]["dpo_plain"]["rejected"] == "whole"
+        assert record["stages"]["dpo_whole"]["pairs"] == record["stages"]["dpo"]["pairs"]
+    for name in [k for k in ("dpo_plain", "dpo_whole", "dpo") if k in record["stages"]]:   # pi = pi_ref: log 2
         first = record["stages"][name]["log"][0]
         dpo_term = first["loss"] - record["stages"][name]["nll_weight"] * first.get("nll", 0.0)
         assert dpo_term == pytest.approx(math.log(2), abs=1e-4)

@@ -10,12 +10,13 @@ Ours reuses notebook 07's machinery (`utils.assistant`: SmolLlava, the mlp2x_gel
 `train_stage`) with audio in the place of the image:
 - the speech: `speech_lm.make_utterances` (2-5 words of espeak-ng's voices, 0.1-0.5 s of silence between them,
   padded to 7 s, no boundaries given);
-- the encoder: notebook 10's AST (trained on the 11 words in the first half, shipped in `speech_lm`, frozen),
-  slid over the utterance every 200 ms (`speech_lm.encode_utterances`): 31 audio tokens of width 64;
+- the encoder: an AST of notebook 10's first-half recipe on the 11 words, trained on centred and moved clips and
+  shipped with the speech LM (`load_encoder`), frozen, slid over the utterance every 200 ms (`speech_lm.encode_utterances`): 31 audio tokens of width 64;
 - the connector maps each token to SmolLM2's width and the tokens replace an `<audio>` placeholder;
 - stage 1 trains the connector alone (the LM frozen, as Qwen-Audio's pretraining kept its LLM frozen);
-  SFT trains the connector and LoRA adapters; DPO trains the same, from the SFT model, against the SFT model's
-  log-probabilities computed once before the first step (the frozen reference).
+  SFT trains the connector and LoRA adapters; DPO trains the adapters, from the SFT model, against the SFT model's
+  log-probabilities computed once before the first step (the frozen reference), each rejected answer cut after its
+  first wrong token (`rejected_to_first_error`).
 
 Shapes: n utterances, W audio tokens (31), D_a the encoder's width (64), L tokens of a row, V the vocabulary.
 """
@@ -136,6 +137,33 @@ def answer_logprobs(model: SmolLlava, tokens: torch.Tensor, input_ids: torch.Ten
     return torch.zeros(len(labels), device=picked.device).index_add(0, row, picked)
 
 
+def rejected_to_first_error(chosen_labels: torch.Tensor, rejected_labels: torch.Tensor) -> torch.Tensor:
+    """The rejected answers' labels (n, L) kept up to and including their first token that differs from the chosen
+    answer's, IGNORE_INDEX after it. Both rows of a pair ask the same question, so their answers start at the same
+    position; the tokens before the first difference are the same in the same context and cancel from the DPO
+    margin, and the tokens after it follow a wrong token. Cut there, the margin compares the first wrong token
+    (a wrong word, an added word, or an early end) with the right one, and no later token (such as `<|im_end|>`
+    after a wrong answer) is pushed down with it."""
+    if chosen_labels.shape[0] != rejected_labels.shape[0] or chosen_labels.dim() != 2 or rejected_labels.dim() != 2:
+        raise ValueError(f"chosen_labels and rejected_labels must be (n, L) with the same n, got "
+                         f"{tuple(chosen_labels.shape)} and {tuple(rejected_labels.shape)}")
+    width = max(chosen_labels.shape[1], rejected_labels.shape[1])
+    c = F.pad(chosen_labels, (0, width - chosen_labels.shape[1]), value=IGNORE_INDEX)
+    r = F.pad(rejected_labels, (0, width - rejected_labels.shape[1]), value=IGNORE_INDEX)
+    out = torch.full_like(rejected_labels, IGNORE_INDEX)
+    for i in range(len(r)):
+        start_c, start_r = (c[i] != IGNORE_INDEX).nonzero(), (r[i] != IGNORE_INDEX).nonzero()
+        if not len(start_c) or not len(start_r) or start_c[0, 0] != start_r[0, 0]:
+            raise ValueError(f"pair {i}: the answers must follow the same question (their labels start at "
+                             f"{start_c[:1, 0].tolist()} and {start_r[:1, 0].tolist()})")
+        differ = (c[i] != r[i]).nonzero()
+        if not len(differ):
+            raise ValueError(f"pair {i}: the chosen and rejected rows give the same answer")
+        end = int(differ[0, 0]) + 1
+        out[i, :end] = rejected_labels[i, :end]
+    return out
+
+
 def dpo_step_loss(model: SmolLlava, tokens: torch.Tensor, chosen: tuple[torch.Tensor, torch.Tensor],
                   rejected: tuple[torch.Tensor, torch.Tensor], reference_chosen: torch.Tensor,
                   reference_rejected: torch.Tensor, beta: float, nll_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
@@ -237,5 +265,5 @@ def encode_waveforms(encoder, x: torch.Tensor, batch_size: int = 32) -> torch.Te
 
 
 __all__ = ["AUDIO_TOKEN", "CHECKPOINT", "MODELS", "add_audio_token", "new_model", "prompt", "rows", "task_rows",
-           "answer", "evaluate", "scores", "answer_logprobs", "dpo_step_loss", "load_audio_lm", "load_encoder",
-           "transcribe", "encode_waveforms"]
+           "answer", "evaluate", "scores", "answer_logprobs", "rejected_to_first_error", "dpo_step_loss",
+           "load_audio_lm", "load_encoder", "transcribe", "encode_waveforms"]
