@@ -133,14 +133,16 @@ def train(model, tok, tokens, utts, kinds, cfg, path, words, desc, eval_fn=None)
                 eval_steps=hist["eval_steps"], val=hist["eval"])
 
 
-def dpo_pairs(model, tok, tokens, utts, words, smoke, device) -> dict:
+def dpo_pairs(model, tok, tokens, utts, words, smoke, device, path: Path) -> dict:
     """The SFT model's own mistakes on training utterances as DPO pairs: chosen = the right answer, rejected = its
     answer. One question (any of the six kinds) about each of `pairs_from` utterances; the SFT model's mean
     log-probability per token of each right answer, teacher-forced in one pass, finds the `hardest` questions
     (it is right on almost all the rest); on those it answers greedily and `samples` times at temperature 1, and
     every distinct wrong answer makes a pair. The rejected answers both whole and cut at their first wrong token
     (`audio_lm.rejected_to_first_error`), with the reference log-probabilities (the SFT model's) of each, computed
-    once."""
+    once. Cached at `path` (about 25 minutes on 2 threads)."""
+    if path.exists():
+        return torch.load(path, weights_only=False, map_location=device)
     n, hardest = (16, 8) if smoke else (DPO["pairs_from"], DPO["hardest"])
     utts, tokens = utts[:n], tokens[:n]
     kinds = mixed_kinds(list(sl.ALL_KINDS), n, DPO["seed"])
@@ -175,13 +177,15 @@ def dpo_pairs(model, tok, tokens, utts, words, smoke, device) -> dict:
                                 for s in range(0, len(rows), 32)])
                for name, side in (("chosen", chosen), ("whole", rejected), ("to first error", cut))}
     worst = [float(sure[i]) for i in hard]
-    return dict(tokens=tokens[rows], chosen=chosen, rejected={"whole": rejected, "to first error": cut}, ref=ref,
-                mining=dict(questions=n, hardest=hardest, samples=DPO["samples"],
-                            hardest_logprob_per_token=[round(min(worst), 3), round(max(worst), 3)],
-                            by_how={h: sum(v == h for v in found.values()) for h in ("greedy", "sampled")}),
-                by_kind={k: sum(kinds[i] == k for i, _ in pairs) for k in sl.ALL_KINDS},
-                examples=[dict(question=questions[i], chosen=truth[i], rejected=a, how=found[(i, a)])
-                          for i, a in pairs[:16]])
+    out = dict(tokens=tokens[rows], chosen=chosen, rejected={"whole": rejected, "to first error": cut}, ref=ref,
+               mining=dict(questions=n, hardest=hardest, samples=DPO["samples"],
+                           hardest_logprob_per_token=[round(min(worst), 3), round(max(worst), 3)],
+                           by_how={h: sum(v == h for v in found.values()) for h in ("greedy", "sampled")}),
+               by_kind={k: sum(kinds[i] == k for i, _ in pairs) for k in sl.ALL_KINDS},
+               examples=[dict(question=questions[i], chosen=truth[i], rejected=a, how=found[(i, a)])
+                         for i, a in pairs[:16]])
+    torch.save(out, path)
+    return out
 
 
 def dpo(model, tok, pairs, val, words, cfg, path, smoke, start_val) -> dict:
@@ -247,7 +251,7 @@ def stage3(model, tok, tokens, utts, val, words, record, evaluate, state_dir, sm
     the pairs once, then each of DPO_RUNS from the SFT model, evaluated on the held-out utterances. Returns the
     shipped tensors of the first run ("dpo." + name, float16)."""
     sft_weights = {k: v.clone() for k, v in A.trainable_state(model).items()}
-    pairs = dpo_pairs(model, tok, tokens["train"], utts["train"], words, smoke, device)
+    pairs = dpo_pairs(model, tok, tokens["train"], utts["train"], words, smoke, device, state_dir / "pairs.pt")
     log(f"{len(pairs['tokens'])} DPO pairs ({pairs['by_kind']}), found {pairs['mining']}")
     start_val = al.scores(al.evaluate(model, tok, val[0], val[1], words))               # step 0: the SFT model
     shipped = {}

@@ -196,7 +196,7 @@ def test_transcribe_refuses_bad_inputs(waves, match):
 
 def test_script_smoke_mode(tmp_path):
     out = subprocess.run([sys.executable, "scripts/train_audio_lm.py", "--smoke", "--state-dir", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "smoke run: nothing written" in out.stdout and "DPO step 2" in out.stdout
 
