@@ -662,7 +662,7 @@ for name, run in dpo_runs.items():
 # DPO's loss asks only for the margin between the two answers: it falls as well when both answers become less
 # likely, the rejected one faster, and a chosen reward below 0 (printed above) means the right answer lost
 # probability under the policy. The NLL term pays for keeping the chosen answers likely, so the margin grows more
-# slowly. Compare the two runs' validation rows in the table; on held-out voices, the shipped model's answers that
+# slowly. Compare the three runs' validation rows in the table; on held-out voices, each run's answers that
 # changed are counted below.
 
 # %% [markdown]
