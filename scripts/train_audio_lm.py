@@ -279,6 +279,16 @@ def encode(encoder, clips, utts, path: Path, device) -> dict:
     return {s: t.to(device) for s, t in tokens.items()}
 
 
+def ship(shipped: dict, record: dict, seconds: float, smoke: bool) -> None:
+    """Write the shipped tensors and the record to data/checkpoints/ (a smoke run writes nothing)."""
+    if smoke:
+        log(f"smoke run: nothing written ({seconds} s)")
+        return
+    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / al.CHECKPOINT, shipped, record)
+    log(f"wrote {out.relative_to(DATA_DIR.parent)} ({out.stat().st_size / 1e6:.1f} MB) in {seconds} s; "
+        "now run scripts/update_manifest.py")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="2 steps a stage on a few utterances; writes nothing")
@@ -352,12 +362,7 @@ def main():
         shipped.update(stage3(model, tok, tokens, utts, val, words, record, evaluate, state_dir, args.smoke, device))
         record["stage3_rerun"] = dict(seconds=round(time.perf_counter() - start, 1), threads=torch.get_num_threads(),
                                       sft_transcripts_reproduced=[same, len(check["answers"])])
-        if args.smoke:
-            log(f"smoke run: nothing written ({record['stage3_rerun']['seconds']} s)")
-            return
-        out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / al.CHECKPOINT, shipped, record)
-        log(f"wrote {out.relative_to(DATA_DIR.parent)} ({out.stat().st_size / 1e6:.1f} MB); "
-            "now run scripts/update_manifest.py")
+        ship(shipped, record, record["stage3_rerun"]["seconds"], args.smoke)
         return
 
     def val_fn(snap_dir):
@@ -407,12 +412,7 @@ def main():
     evaluate(model, "sft_only")
     record["results"]["cascade"] = dict(transcribe=round(sl.word_error_rate(cascade, [u.text for u in utts["test"]]), 4))
     record["seconds"] = round(time.perf_counter() - start, 1)
-    if args.smoke:
-        log(f"smoke run: nothing written ({record['seconds']} s)")
-        return
-    out = checkpoints.save_checkpoint(DATA_DIR / "checkpoints" / al.CHECKPOINT, shipped, record)
-    log(f"wrote {out.relative_to(DATA_DIR.parent)} ({out.stat().st_size / 1e6:.1f} MB) in {record['seconds']} s; "
-        "now run scripts/update_manifest.py")
+    ship(shipped, record, record["seconds"], args.smoke)
 
 
 if __name__ == "__main__":
