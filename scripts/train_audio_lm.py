@@ -11,10 +11,13 @@ an mlp2x_gelu connector, the tokens spliced at `<audio>`, LoRA adapters from pef
 2. stage 2, SFT: the three instructions ("Which word comes after 'X'?", "Is 'X' said?", "Say the words in
    reverse order.") with the three pretraining tasks mixed in (a sixth each), the connector and LoRA train; the
    step is picked on validation utterances of the training voices;
-3. stage 3, DPO: pairs from the SFT model's own wrong answers on training utterances (one question about each of
-   6,000; its greedy answer and 4 sampled at temperature 1 on the 600 whose right answer it finds least likely),
+3. stage 3, DPO: pairs from the SFT model's own wrong answers on training utterances said 0.9 or 1.1 times as fast
+   (speed perturbation, `speech_lm.speed_perturbed_utterances`: the SFT model is right on almost every training
+   utterance as recorded, and its held-out mistakes come from voices it has not heard; one question about each of
+   6,000, its greedy answer and 4 sampled at temperature 1 on the 600 whose right answer it finds least likely),
    chosen = the right answer, rejected = its answer; the SFT model is the start and the frozen reference (its
-   log-probabilities computed once); the step is picked on validation. Three runs from the same SFT model and pairs
+   log-probabilities computed once); the step is picked on validation utterances said at those speeds too (the
+   SFT model answers every recorded validation question right). Three runs from the same SFT model and pairs
    (DPO_RUNS): what ships, DPO plus the chosen answers' cross-entropy (RPO; TRL's rpo_alpha = 1) on LoRA at 2e-5
    with each rejected answer cut after its first wrong token (`audio_lm.rejected_to_first_error`); the same with
    whole rejected answers; and DPO alone on whole answers (the connector and LoRA, lr 5e-5: the first recipe);
@@ -28,7 +31,7 @@ audio_lm.json (the recipe, what trained, losses, DPO logs, results, seconds). Ev
 
     python scripts/train_audio_lm.py                 # about 110 minutes on 2 threads
     python scripts/train_audio_lm.py --smoke         # 2 steps a stage on a few utterances; writes nothing
-    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (about 70 minutes)
+    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (about 60 minutes)
     python scripts/train_audio_lm.py --device cuda   # on a GPU (same seeds; numbers differ slightly)
 """
 import argparse
@@ -54,7 +57,8 @@ UTTERANCE_SEEDS = dict(train=1, test=2, val=3)        # as scripts/train_speech_
 STAGE1 = A.StageConfig(steps=250, batch_size=16, lr_connector=2e-3, warmup=20, seed=0)
 SFT = A.StageConfig(steps=800, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=200)
 DPO = dict(steps=100, batch_size=8, lr=2e-5, beta=0.1, nll_weight=1.0, connector=False, eval_every=25,
-           pairs_from=6000, hardest=600, samples=4, rejected="to first error", seed=2)
+           pairs_from=6000, hardest=600, samples=4, rejected="to first error", seed=2,
+           speed_factors=sl.SPEED_FACTORS, speed_seeds=dict(train=4, val=5))   # mined and validated at new speeds
 DPO_WHOLE = dict(DPO, rejected="whole")          # the same with whole rejected answers (the previous recipe)
 DPO_PLAIN = dict(DPO_WHOLE, lr=5e-5, nll_weight=0.0, connector=True)   # the first recipe: DPO alone, connector + LoRA
 DPO_RUNS = (("dpo", DPO), ("dpo_whole", DPO_WHOLE), ("dpo_plain", DPO_PLAIN))   # the first ships
@@ -178,7 +182,7 @@ def dpo_pairs(model, tok, tokens, utts, words, smoke, device, path: Path) -> dic
                for name, side in (("chosen", chosen), ("whole", rejected), ("to first error", cut))}
     worst = [float(sure[i]) for i in hard]
     out = dict(tokens=tokens[rows], chosen=chosen, rejected={"whole": rejected, "to first error": cut}, ref=ref,
-               mining=dict(questions=n, hardest=hardest, samples=DPO["samples"],
+               mining=dict(questions=n, hardest=hardest, samples=DPO["samples"], speeds=list(DPO["speed_factors"]),
                            hardest_logprob_per_token=[round(min(worst), 3), round(max(worst), 3)],
                            by_how={h: sum(v == h for v in found.values()) for h in ("greedy", "sampled")}),
                by_kind={k: sum(kinds[i] == k for i, _ in pairs) for k in sl.ALL_KINDS},
@@ -246,12 +250,15 @@ def pick_snapshot(model, hist: dict, snap_dir: Path) -> int:
     return best
 
 
-def stage3(model, tok, tokens, utts, val, words, record, evaluate, state_dir, smoke, device) -> dict:
+def stage3(model, tok, tokens, utts, words, record, evaluate, state_dir, smoke, device) -> dict:
     """Stage 3 from the SFT model in `model` (its trainable weights are also returned as the start of every run):
-    the pairs once, then each of DPO_RUNS from the SFT model, evaluated on the held-out utterances. Returns the
+    the pairs once (mined on the training utterances at new speeds), then each of DPO_RUNS from the SFT model,
+    validated on the validation utterances at new speeds and evaluated on the held-out utterances. Returns the
     shipped tensors of the first run ("dpo." + name, float16)."""
     sft_weights = {k: v.clone() for k, v in A.trainable_state(model).items()}
-    pairs = dpo_pairs(model, tok, tokens["train"], utts["train"], words, smoke, device, state_dir / "pairs.pt")
+    val = (tokens["val_speed"], utts["val_speed"])
+    pairs = dpo_pairs(model, tok, tokens["train_speed"], utts["train_speed"], words, smoke, device,
+                      state_dir / "pairs.pt")
     log(f"{len(pairs['tokens'])} DPO pairs ({pairs['by_kind']}), found {pairs['mining']}")
     start_val = al.scores(al.evaluate(model, tok, val[0], val[1], words))               # step 0: the SFT model
     shipped = {}
@@ -267,13 +274,14 @@ def stage3(model, tok, tokens, utts, val, words, record, evaluate, state_dir, sm
     return shipped
 
 
-def encode(encoder, clips, utts, path: Path, device) -> dict:
-    """Every split's utterances encoded once by the frozen encoder (cached at `path`)."""
+def encode(encoder, waves, utts, path: Path, device) -> dict:
+    """Every split's utterances encoded once by the frozen encoder (cached at `path`); `waves` holds the clips and
+    their copies at new speeds (`speech_lm.speed_perturbed_waves`)."""
     if path.exists():
         tokens = torch.load(path, weights_only=True)
     else:
         stats = encoder.normalisation
-        tokens = {s: sl.encode_utterances(encoder, clips.waves, u, stats["mean"], stats["std"], progress=True)
+        tokens = {s: sl.encode_utterances(encoder, waves, u, stats["mean"], stats["std"], progress=True)
                   for s, u in utts.items()}
         torch.save(tokens, path)
     return {s: t.to(device) for s, t in tokens.items()}
@@ -312,6 +320,9 @@ def main():
     clips = sl.load_word_clips()
     utts = {s: sl.make_utterances(clips, "test" if s == "test" else "train", n[s], UTTERANCE_SEEDS[s])
             for s in ("train", "val", "test")}
+    waves = sl.speed_perturbed_waves(clips.waves, DPO["speed_factors"])       # the clips, then at each speed
+    utts.update({s + "_speed": sl.speed_perturbed_utterances(utts[s], len(clips.waves), len(DPO["speed_factors"]),
+                                                             DPO["speed_seeds"][s]) for s in ("train", "val")})
     recipe = dict(n=N, utterance_seeds=UTTERANCE_SEEDS, words_per_utterance=sl.WORDS_PER_UTTERANCE,
                   gap_seconds=sl.GAP_SECONDS, seconds_padded=sl.MAX_SECONDS,
                   stage1=dict(vars(STAGE1), kinds=sl.PRETRAIN_KINDS), sft=dict(vars(SFT), kinds=sl.ALL_KINDS),
@@ -322,7 +333,7 @@ def main():
         shipped, record = checkpoints.load_checkpoint(DATA_DIR / "checkpoints" / al.CHECKPOINT)
         encoder = al.load_encoder()
         words = encoder.words
-        tokens = encode(encoder, clips, utts, state_dir / "tokens.pt", device)
+        tokens = encode(encoder, waves, utts, state_dir / "tokens.pt", device)
         lm, tok = smollm.load_smollm2()
         model = A.add_lora(al.new_model(lm, tok, record["feature_dim"]), record["lora"]).to(device)
         A.load_trainable(model, {k[4:]: v for k, v in shipped.items() if k.startswith("sft.")})
@@ -338,7 +349,7 @@ def main():
         encoder, encoder_record = train_encoder(clips, state_dir / "encoder.safetensors", args.smoke)
         words = encoder.words
         log(f"encoder: held-out clips {encoder_record['held_out_shifted']}")
-        tokens = encode(encoder, clips, utts, state_dir / "tokens.pt", device)
+        tokens = encode(encoder, waves, utts, state_dir / "tokens.pt", device)
         lm, tok = smollm.load_smollm2()
         record = dict(lm=smollm.SMOLLM_HUB_ID, gguf_sha256=smollm.GGUF_SHA256, connector="mlp2x_gelu",
                       feature_dim=int(tokens["train"].shape[-1]), audio_tokens=int(tokens["train"].shape[1]),
@@ -359,7 +370,7 @@ def main():
             + ", ".join(f"{k} {v:.1%}" for k, v in record["results"][name].items()))
 
     if args.stage3:
-        shipped.update(stage3(model, tok, tokens, utts, val, words, record, evaluate, state_dir, args.smoke, device))
+        shipped.update(stage3(model, tok, tokens, utts, words, record, evaluate, state_dir, args.smoke, device))
         record["stage3_rerun"] = dict(seconds=round(time.perf_counter() - start, 1), threads=torch.get_num_threads(),
                                       sft_transcripts_reproduced=[same, len(check["answers"])])
         ship(shipped, record, record["stage3_rerun"]["seconds"], args.smoke)
@@ -397,7 +408,7 @@ def main():
     evaluate(model, "blind", blind=True)
 
     # ---- stage 3: DPO from the SFT model (DPO_RUNS: the shipped recipe and its two ablations)
-    shipped.update(stage3(model, tok, tokens, utts, val, words, record, evaluate, state_dir, args.smoke, device))
+    shipped.update(stage3(model, tok, tokens, utts, words, record, evaluate, state_dir, args.smoke, device))
     shipped.update({"encoder." + k: v.half() for k, v in encoder.state_dict().items()})      # the frozen encoder
 
     # ---- baseline: SFT with no stage 1

@@ -214,6 +214,10 @@ def test_shipped_audio_lm_records_its_stages():
         assert record["stages"]["dpo"]["rejected"] == "to first error"
         assert record["stages"]["dpo_whole"]["rejected"] == record["stages"]["dpo_plain"]["rejected"] == "whole"
         assert record["stages"]["dpo_whole"]["pairs"] == record["stages"]["dpo"]["pairs"]
+    if "speeds" in record["stages"]["dpo"]["mining"]:   # mined at new speeds: the SFT model on those, step 0
+        assert record["stages"]["dpo"]["mining"]["speeds"] == record["recipe"]["dpo"]["speed_factors"]
+        assert all(run["val"][0] == record["stages"]["dpo"]["val"][0]
+                   for k, run in record["stages"].items() if k.startswith("dpo"))
     for name in [k for k in ("dpo_plain", "dpo_whole", "dpo") if k in record["stages"]]:   # pi = pi_ref: log 2
         first = record["stages"][name]["log"][0]
         dpo_term = first["loss"] - record["stages"][name]["nll_weight"] * first.get("nll", 0.0)

@@ -135,6 +135,76 @@ def test_shifted_copies_are_each_clip_moved_by_a_shift_in_range():
         sl.shifted_copies(waves, labels[:2], copies=2, max_shift=3, seed=0)
 
 
+def _tone(freq: float, seconds: float, T: int = 16000) -> torch.Tensor:
+    """A Hann-windowed tone of `seconds` centred in T samples at 16 kHz."""
+    n = int(seconds * 16000)
+    t = torch.arange(n, dtype=torch.float64) / 16000
+    x = torch.zeros(T, dtype=torch.float64)
+    x[(T - n) // 2:(T - n) // 2 + n] = torch.sin(2 * math.pi * freq * t) * torch.hann_window(n, dtype=torch.float64)
+    return x.float()
+
+
+def _peak_hz(x: torch.Tensor) -> float:
+    return float(torch.fft.rfft(x.double()).abs().argmax()) * 16000 / len(x)        # 1 Hz bins for 1 s
+
+
+def _centre_and_width(x: torch.Tensor) -> tuple[float, float]:
+    """The energy-weighted centre (samples) and the energy's standard deviation (samples) of a clip."""
+    e = x.double() ** 2
+    i = torch.arange(len(x), dtype=torch.float64)
+    c = float((e * i).sum() / e.sum())
+    return c, float(((e * (i - c) ** 2).sum() / e.sum()).sqrt())
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_scales_pitch_and_duration_and_keeps_the_word_centred(factor):
+    """Speed perturbation (Ko et al., 2015) by `factor`: the pitch times factor (1 Hz bins), the duration over
+    factor (energy spread, rel 1%), the centre kept (within 1 sample), the clip length kept."""
+    waves = torch.stack([_tone(500.0, 0.5), _tone(300.0, 0.3)])
+    out = sl.speed_perturb(waves, factor)
+    assert out.shape == waves.shape and out.dtype == waves.dtype
+    for x, y, f0 in zip(waves, out, (500.0, 300.0)):
+        assert abs(_peak_hz(y) - f0 * factor) <= 1.0
+        (c0, w0), (c1, w1) = _centre_and_width(x), _centre_and_width(y)
+        assert abs(c1 - c0) <= 1.0
+        assert w1 == pytest.approx(w0 / factor, rel=0.01)
+
+
+def test_speed_perturb_by_one_is_the_clip_and_bad_factors_are_refused():
+    waves = torch.stack([_tone(440.0, 0.4)])
+    torch.testing.assert_close(sl.speed_perturb(waves, 1.0), waves, atol=1e-6, rtol=0)
+    for bad in (0.0, -1.0, 0.5, 2.0):
+        with pytest.raises(ValueError, match="factor"):
+            sl.speed_perturb(waves, bad)
+
+
+def test_speed_perturbed_utterances_keep_the_words_and_gaps_and_change_the_copy(clips):
+    utts = sl.make_utterances(clips, "train", 200, seed=5)
+    n = len(clips.waves)
+    out = sl.speed_perturbed_utterances(utts, n, n_factors=2, seed=0)
+    assert out == sl.speed_perturbed_utterances(utts, n, n_factors=2, seed=0)          # seeded
+    assert out != sl.speed_perturbed_utterances(utts, n, n_factors=2, seed=1)
+    copies = []
+    for u, p in zip(utts, out):
+        assert (p.voice, p.words, p.gaps) == (u.voice, u.words, u.gaps)                 # no boundary moves
+        assert [c % n for c in p.clips] == list(u.clips)                                # the same recordings
+        k = {c // n for c in p.clips}
+        assert len(k) == 1 and k <= {1, 2}                                              # one speed per utterance
+        copies.append(k.pop())
+    assert set(copies) == {1, 2}
+    train_voices = set(clips.voices["train"])
+    assert all(clips.rows[c % n]["voice"] in train_voices for p in out for c in p.clips)  # held-out never used
+    waves = sl.speed_perturbed_waves(clips.waves[:3], (0.9, 1.1))
+    assert waves.shape == (9, clips.waves.shape[1])
+    torch.testing.assert_close(waves[:3], clips.waves[:3], atol=0, rtol=0)
+    torch.testing.assert_close(waves[3:6], sl.speed_perturb(clips.waves[:3], 0.9), atol=0, rtol=0)
+    torch.testing.assert_close(waves[6:], sl.speed_perturb(clips.waves[:3], 1.1), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="n_factors"):
+        sl.speed_perturbed_utterances(utts, n, n_factors=0, seed=0)
+    with pytest.raises(ValueError, match="n_clips"):
+        sl.speed_perturbed_utterances(utts, 3, n_factors=2, seed=0)
+
+
 def test_shifted_accuracy_is_the_accuracy_on_clips_moved_by_hand(clips):
     torch.manual_seed(0)
     ast = at.AST(sl.ast_config(len(clips.words))).eval()

@@ -214,6 +214,47 @@ def shifted_copies(waves: torch.Tensor, labels: torch.Tensor, copies: int, max_s
     return shift_waves(waves.repeat_interleave(copies, dim=0), shifts), labels.repeat_interleave(copies)
 
 
+SPEED_FACTORS = (0.9, 1.1)          # Ko et al., 2015: speed perturbation at 0.9 and 1.1
+
+
+def speed_perturb(waves: torch.Tensor, factor: float) -> torch.Tensor:
+    """(n, T) clips -> (n, T): each played `factor` times as fast (torchaudio's `speed`: the pitch times factor,
+    the duration over factor, as a new voice would say it), then cut or padded evenly to T samples so that a
+    word centred in its clip stays centred. Factors in [0.8, 1.25]: espeak's words lie 0.2-0.92 s into their clip."""
+    import torchaudio
+
+    validate.tensor("waves", waves, dim=2, floating=True)
+    if not 0.8 <= factor <= 1.25:
+        raise ValueError(f"factor must be in [0.8, 1.25], got {factor}")
+    T = waves.shape[1]
+    y, _ = torchaudio.functional.speed(waves, SAMPLE_RATE, factor)                 # (n, about T / factor)
+    if y.shape[1] >= T:
+        start = (y.shape[1] - T) // 2
+        return y[:, start:start + T].contiguous()
+    pad = T - y.shape[1]
+    return F.pad(y, (pad // 2, pad - pad // 2))
+
+
+def speed_perturbed_waves(waves: torch.Tensor, factors=SPEED_FACTORS) -> torch.Tensor:
+    """(n, T) clips -> (n * (1 + len(factors)), T): the clips, then all of them at each factor (`speed_perturb`);
+    copy k (1-based) of clip c is row c + k * n, as `speed_perturbed_utterances` indexes them."""
+    return torch.cat([waves] + [speed_perturb(waves, f) for f in factors])
+
+
+def speed_perturbed_utterances(utts: list[Utterance], n_clips: int, n_factors: int = len(SPEED_FACTORS),
+                               seed: int = 0) -> list[Utterance]:
+    """The same utterances (voice, words, gaps) said at one speed each, drawn uniformly from the `n_factors`
+    perturbed copies of `speed_perturbed_waves` (clip c -> c + k * n_clips, k in 1..n_factors), seeded."""
+    if n_factors < 1:
+        raise ValueError(f"n_factors must be at least 1, got {n_factors}")
+    if any(c >= n_clips for u in utts for c in u.clips):
+        raise ValueError(f"n_clips={n_clips} is not the number of clips the utterances index "
+                         f"(they use clip {max(c for u in utts for c in u.clips)})")
+    g = np.random.default_rng(seed)
+    ks = g.integers(1, n_factors + 1, size=len(utts))
+    return [Utterance(u.voice, u.words, tuple(c + int(k) * n_clips for c in u.clips), u.gaps) for u, k in zip(utts, ks)]
+
+
 @torch.no_grad()
 def shifted_accuracy(encoder: at.AST, waves: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
                      shifts_ms=(0, 25, 50, 75, 100)) -> dict[tuple[int, str], float]:

@@ -529,8 +529,9 @@ print(f"SFT at step {stages['sft']['picked_step']}, training voices (validation,
       f"reverse {picked['reverse']:.1%} vs {res['sft']['reverse']:.1%}")
 
 # %% [markdown]
-# Most reverse misses come with a transcript that is right word for word: the model heard the words and went
-# wrong in saying them backwards. DPO changed a few of these answers both ways (counted after the DPO section).
+# About half of the reverse misses come with a transcript that is right word for word: there the model heard the
+# words and went wrong in saying them backwards. DPO changed reverse answers both ways (counted after the DPO
+# section).
 
 # %% [markdown]
 # Where do the remaining word errors fall? Two measurements with the frozen encoder: the final model's
@@ -581,12 +582,31 @@ print(f"the window nearest each of the {len(offsets)} words said is {np.median(o
 # the start, both log-ratios are 0 and the loss is $\log 2$. The reference's log-probabilities are computed once,
 # before the first step (the SFT model does not change, so there is no need to keep a second copy of it).
 #
-# **The pairs** come from the SFT model's own mistakes on training utterances, and it makes few: the script asked
-# one question (any of the six kinds) about each of 6,000 training utterances, scored each right answer under the
-# SFT model (its mean log-probability per token, in one pass), and on the 600 right answers it found least likely
-# let it answer greedily and 4 times sampled at temperature 1. Each distinct wrong answer makes a pair: chosen =
-# the right answer, rejected = the model's.
+# **The pairs** come from the SFT model's own mistakes on the training voices. As recorded, those voices teach DPO
+# little: SFT trained on their clips, and it answers almost every question about them right, while its held-out
+# mistakes come from voices it has never heard. So the script asks about the training utterances said faster or
+# slower: each one played at 0.9 or 1.1 times its speed (speed perturbation, Ko et al., 2015, a standard
+# augmentation in speech recognition: the pitch and the tempo change together, as in another speaker's voice;
+# `sl.speed_perturb`), the words, their order and the gaps unchanged. It asked one question (any of the six
+# kinds) about each of 6,000 such utterances, scored each right answer under the SFT model (its mean
+# log-probability per token, in one pass), and on the 600 right answers it found least likely let it answer
+# greedily and 4 times sampled at temperature 1. Each distinct wrong answer makes a pair: chosen = the right
+# answer, rejected = the model's. The held-out voices are never used, neither for the pairs nor to pick a step.
+# One training clip at each speed:
 #
+# %%
+clip_i = int(np.flatnonzero(is_train)[0])
+fast_slow = {f: sl.speed_perturb(waves[clip_i:clip_i + 1], f)[0] for f in arec["recipe"]["dpo"]["speed_factors"]}
+for f, w in [(1.0, waves[clip_i]), *fast_slow.items()]:
+    print(f"{rows[clip_i]['word']!r} ({rows[clip_i]['voice']}) at {f} times its speed")
+    display(Audio(w.numpy(), rate=SR))
+sft_clean = dict(zip(stages["sft"]["eval_steps"], stages["sft"]["val"]))[stages["sft"]["picked_step"]]
+sft_speed = stages["dpo"]["val"][0]                           # DPO's step 0: the SFT model, validation at new speeds
+print(f"the SFT model on {arec['recipe']['n']['val']} validation utterances of the training voices, as recorded / "
+      f"at new speeds: WER {sft_clean['transcribe']:.1%} / {sft_speed['transcribe']:.1%}, "
+      + ", ".join(f"{k} {sft_clean[k]:.1%} / {sft_speed[k]:.1%}" for k in sl.ALL_KINDS[1:]))
+
+# %% [markdown]
 # **Whole or cut rejected answers.** The two answers of a pair share their tokens up to the first one that
 # differs, in the same context, so those tokens cancel from the margin. After it, the rejected answer's tokens
 # follow a wrong token, and its last one is always `<|im_end|>`: scored whole, DPO also lowers the probability
@@ -594,8 +614,9 @@ print(f"the window nearest each of the {len(offsets)} words said is {np.median(o
 # (`al.rejected_to_first_error`), the rejected answer puts only that token (a wrong word, an added word, or an end
 # too early) against the right one.
 #
-# The script trained three runs from the same SFT model on the same pairs and picked each run's step on
-# validation utterances of the training voices: **DPO alone** on whole answers (AdamW at 5e-5 on the connector
+# The script trained three runs from the same SFT model on the same pairs and picked each run's step on the
+# validation utterances at new speeds (where the SFT model makes mistakes to fix; as recorded it makes none):
+# **DPO alone** on whole answers (AdamW at 5e-5 on the connector
 # and LoRA, the first recipe); **DPO + NLL** on whole answers, which adds the chosen answer's cross-entropy to the
 # loss (RPO, Pang et al., 2024; TRL's `rpo_alpha`) on LoRA alone at 2e-5; and the same **with cut answers**, the
 # model this notebook calls "DPO". Step 0, the SFT model itself, is not a candidate: the pick is the checked step
@@ -613,7 +634,7 @@ dpo_runs = {STAGE_LABELS[k]: stages[k] for k in ("dpo_plain", "dpo_whole", "dpo"
 dpo_log = stages["dpo"]
 mining = dpo_log["mining"]
 print(f"{dpo_log['pairs']} pairs from the SFT model's answers to the {mining['hardest']} hardest of "
-      f"{mining['questions']:,} training questions ({mining['by_how']['greedy']} wrong greedy answers, "
+      f"{mining['questions']:,} training questions at speeds {mining['speeds']} ({mining['by_how']['greedy']} wrong greedy answers, "
       f"{mining['by_how']['sampled']} more wrong sampled ones), per kind {dpo_log['pairs_by_kind']}; e.g. "
       "(the rejected answer's tokens as DPO scores them; G with a dot, \u0120, marks a space before a word):")
 is_reverse = lambda e: e["question"].startswith("Say")
@@ -632,7 +653,7 @@ perfect = v0["transcribe"] == 0 and all(v0[k] == 1 for k in sl.ALL_KINDS[1:])
 print(f"the SFT model on validation (step 0): WER {v0['transcribe']:.1%}, "
       + ", ".join(f"{k} {v0[k]:.1%}" for k in sl.ALL_KINDS[1:])
       + (": every question right, so a DPO step can at best match it there" if perfect else ""))
-print(f"validation ({arec['recipe']['n']['val']} utterances of the training voices) at every check:")
+print(f"validation ({arec['recipe']['n']['val']} utterances of the training voices at new speeds) at every check:")
 report.table(["run", "step", "transcription WER", *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]]],
              [[name, v["step"], *[f"{v[k]:.1%}" for k in sl.ALL_KINDS]]
               for name, run in dpo_runs.items() for v in run["val"]])
@@ -757,14 +778,15 @@ print(f"all kinds: {f_all} fixed, {c_all} caused; sign test p = {sign_test(f_all
 
 # %% [markdown]
 # Read the three runs together. They started from the same SFT model and the same pairs, and each picked its
-# step on validation. DPO alone, on whole answers, broke "reverse" by its first check. With the NLL term, the two
-# runs picked the same early step, and there whole and cut answers differ by a few held-out questions (the main
-# table); their difference shows as training goes on, in the validation lines printed under the curves: with whole
-# answers "reverse" falls check by check, with cut answers it stays close to the SFT model's. The shipped run
-# fixed more held-out answers than it caused; where it sits below SFT, the sign test above says how far that is
-# from an even split of the changed questions, and the course's target is printed with the main table. Our pairs
-# are the SFT model's own rare mistakes, found by sampling it; Qwen2-Audio's DPO learned from human preferences
-# between answers.
+# step on the validation utterances at new speeds (the table under "validation ... at every check"). DPO alone,
+# which the loss rewards for any growth of the margin, drove its margin up fastest and, after its first check,
+# lost validation answers check by check, "reverse" most. With the NLL term the two runs' mean validation score
+# rose at every check (though "said" dipped at the last), so both kept their last step; whole and cut rejected
+# answers end close to each other (the main table). The shipped run's
+# changes on held-out voices are counted above; where it sits below SFT, the sign test says how far that is from
+# an even split of the changed questions, and the course's target is printed with the main table. Our pairs are
+# the SFT model's own mistakes on the training voices at new speeds, found by sampling it; Qwen2-Audio's DPO
+# learned from human preferences between answers.
 
 # %% [markdown]
 # **The public entry point.** `al.transcribe(waveforms)` takes 1-D float tensors at 16 kHz (up to 7 s) and
