@@ -31,7 +31,7 @@ audio_lm.json (the recipe, what trained, losses, DPO logs, results, seconds). Ev
 
     python scripts/train_audio_lm.py                 # about 110 minutes on 2 threads
     python scripts/train_audio_lm.py --smoke         # 2 steps a stage on a few utterances; writes nothing
-    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (about 60 minutes)
+    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (75 minutes on 2 threads)
     python scripts/train_audio_lm.py --device cuda   # on a GPU (same seeds; numbers differ slightly)
 """
 import argparse
