@@ -16,8 +16,9 @@ an mlp2x_gelu connector, the tokens spliced at `<audio>`, LoRA adapters from pef
    utterance as recorded, and its held-out mistakes come from voices it has not heard; one question about each of
    6,000, its greedy answer and 4 sampled at temperature 1 on the 600 whose right answer it finds least likely),
    chosen = the right answer, rejected = its answer; the SFT model is the start and the frozen reference (its
-   log-probabilities computed once); the step is picked on validation utterances said at those speeds too (the
-   SFT model answers every recorded validation question right). Three runs from the same SFT model and pairs
+   log-probabilities computed once); up to 300 steps, validated every 25 and stopped early once 3 validations in
+   a row fall below the best before them; the step is picked on validation utterances said at those speeds too
+   (the SFT model answers every recorded validation question right). Three runs from the same SFT model and pairs
    (DPO_RUNS): what ships, DPO plus the chosen answers' cross-entropy (RPO; TRL's rpo_alpha = 1) on LoRA at 2e-5
    with each rejected answer cut after its first wrong token (`audio_lm.rejected_to_first_error`); the same with
    whole rejected answers; and DPO alone on whole answers (the connector and LoRA, lr 5e-5: the first recipe);
@@ -31,7 +32,7 @@ audio_lm.json (the recipe, what trained, losses, DPO logs, results, seconds). Ev
 
     python scripts/train_audio_lm.py                 # about 110 minutes on 2 threads
     python scripts/train_audio_lm.py --smoke         # 2 steps a stage on a few utterances; writes nothing
-    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (75 minutes on 2 threads)
+    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (about 105 minutes on 2 threads)
     python scripts/train_audio_lm.py --device cuda   # on a GPU (same seeds; numbers differ slightly)
 """
 import argparse
@@ -56,7 +57,7 @@ N = dict(train=6000, val=120, test=400)
 UTTERANCE_SEEDS = dict(train=1, test=2, val=3)        # as scripts/train_speech_lm.py: the same utterances
 STAGE1 = A.StageConfig(steps=250, batch_size=16, lr_connector=2e-3, warmup=20, seed=0)
 SFT = A.StageConfig(steps=800, batch_size=8, lr_connector=1e-3, lr_lora=5e-4, warmup=20, seed=1, eval_every=200)
-DPO = dict(steps=100, batch_size=8, lr=2e-5, beta=0.1, nll_weight=1.0, connector=False, eval_every=25,
+DPO = dict(steps=300, batch_size=8, lr=2e-5, beta=0.1, nll_weight=1.0, connector=False, eval_every=25, patience=3,
            pairs_from=6000, hardest=600, samples=4, rejected="to first error", seed=2,
            speed_factors=sl.SPEED_FACTORS, speed_seeds=dict(train=4, val=5))   # mined and validated at new speeds
 DPO_WHOLE = dict(DPO, rejected="whole")          # the same with whole rejected answers (the previous recipe)
@@ -196,7 +197,8 @@ def dpo(model, tok, pairs, val, words, cfg, path, smoke, start_val) -> dict:
     """DPO (`cfg`, one of DPO_RUNS) on `pairs` from the SFT model now in `model`: LoRA trains (and the connector
     if cfg["connector"]), the rejected answers whole or cut at their first wrong token (cfg["rejected"]), with
     cfg["nll_weight"] times the chosen answers' cross-entropy added (RPO); validated every eval_every steps
-    (`start_val`: the SFT model's validation, step 0), the best step kept."""
+    (`start_val`: the SFT model's validation, step 0), stopped early once cfg["patience"] validations in a row
+    fall below the best before them (`assistant.patience_exhausted`), the best step kept."""
     chosen, ref, tokens = pairs["chosen"], pairs["ref"], pairs["tokens"]
     rejected, ref_r = pairs["rejected"][cfg["rejected"]], ref[cfg["rejected"]]
     params = A.set_trainable(model, lora=True)
@@ -215,7 +217,14 @@ def dpo(model, tok, pairs, val, words, cfg, path, smoke, start_val) -> dict:
     bar = progress(range(len(state["log"]), steps), total=steps - len(state["log"]), desc=f"DPO ({path.stem})")
     t0, seconds0 = time.perf_counter(), state.get("seconds", 0.0)
     n = len(tokens)
+
+    def stalled():
+        return A.patience_exhausted([val_score({k: x for k, x in v.items() if k != "step"}) for v in state["val"]],
+                                    cfg["patience"])
     for step in bar:
+        if stalled():
+            log(f"  DPO ({path.stem}) stopped at step {step}: {cfg['patience']} validations below the best")
+            break
         model.train()
         b = A.batch_rows(step, n, min(cfg["batch_size"], n), cfg["seed"])
         loss, info = al.dpo_step_loss(model, tokens[b], (chosen[0][b], chosen[1][b]), (rejected[0][b], rejected[1][b]),
@@ -240,8 +249,9 @@ def dpo(model, tok, pairs, val, words, cfg, path, smoke, start_val) -> dict:
     A.load_trainable(model, state["snapshots"][best])
     return dict(pairs=n, pairs_by_kind=pairs["by_kind"], mining=pairs["mining"], log=state["log"], val=state["val"],
                 picked_step=best, examples=pairs["examples"], trainable=trainable_counts(model), steps=steps,
+                stopped_at=len(state["log"]), patience=cfg["patience"],
                 lr=cfg["lr"], beta=cfg["beta"], nll_weight=cfg["nll_weight"], rejected=cfg["rejected"],
-                step_seconds=round(state["seconds"] / max(1, steps), 3))
+                step_seconds=round(state["seconds"] / max(1, len(state["log"])), 3))
 
 
 def pick_snapshot(model, hist: dict, snap_dir: Path) -> int:
@@ -260,6 +270,8 @@ def stage3(model, tok, tokens, utts, words, record, evaluate, state_dir, smoke, 
     pairs = dpo_pairs(model, tok, tokens["train_speed"], utts["train_speed"], words, smoke, device,
                       state_dir / "pairs.pt")
     log(f"{len(pairs['tokens'])} DPO pairs ({pairs['by_kind']}), found {pairs['mining']}")
+    record["dpo_pairs"] = [dict(question=q, chosen=c, rejected=r) for (q, c), (_, r) in
+                           zip(al.row_texts(tok, *pairs["chosen"]), al.row_texts(tok, *pairs["rejected"]["whole"]))]
     start_val = al.scores(al.evaluate(model, tok, val[0], val[1], words))               # step 0: the SFT model
     shipped = {}
     for name, cfg in DPO_RUNS:
@@ -371,7 +383,11 @@ def main():
 
     if args.stage3:
         shipped.update(stage3(model, tok, tokens, utts, words, record, evaluate, state_dir, args.smoke, device))
-        record["stage3_rerun"] = dict(seconds=round(time.perf_counter() - start, 1), threads=torch.get_num_threads(),
+        elapsed = state_dir / "elapsed.json"                  # seconds of the invocations before this one (resumed)
+        before = json.loads(elapsed.read_text())["seconds"] if elapsed.exists() else 0.0
+        seconds = round(before + time.perf_counter() - start, 1)
+        elapsed.write_text(json.dumps(dict(seconds=seconds)))
+        record["stage3_rerun"] = dict(seconds=seconds, threads=torch.get_num_threads(),
                                       sft_transcripts_reproduced=[same, len(check["answers"])])
         ship(shipped, record, record["stage3_rerun"]["seconds"], args.smoke)
         return

@@ -128,6 +128,23 @@ def test_training_resumes_from_its_saved_state_to_the_same_weights(tok, tmp_path
                       show=False)
 
 
+@pytest.mark.parametrize("scores, patience, stop", [
+    ([0.5, 0.6, 0.55, 0.58, 0.59], 3, True),     # best 3 evaluations back, none since reached it
+    ([0.5, 0.6, 0.55, 0.58, 0.60], 3, False),    # the last one ties the best: go on
+    ([0.5, 0.6, 0.55, 0.58], 3, False),          # only 2 evaluations since the best
+    ([0.5, 0.4, 0.3, 0.2], 3, True),             # never above the start (step 0)
+    ([0.5, 0.4, 0.3, 0.2], 4, False),            # too few evaluations for patience 4
+    ([0.5], 1, False),
+])
+def test_patience_exhausted_by_hand(scores, patience, stop):
+    assert A.patience_exhausted(scores, patience) is stop
+
+
+def test_patience_exhausted_refuses_patience_below_one():
+    with pytest.raises(ValueError, match="patience"):
+        A.patience_exhausted([0.5, 0.6], 0)
+
+
 def test_batch_rows_cover_each_epoch_once():
     seen = torch.cat([A.batch_rows(s, 10, 3, seed=0) for s in range(3)])
     assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9

@@ -56,6 +56,17 @@ def test_rows_carry_labels_on_the_answer_and_its_end_only(tok):
         al.rows(tok, ["a"], ["b", "c"])
 
 
+def test_row_texts_invert_rows(tok):
+    questions, answers = ["Transcribe the speech.", "Is 'up' said?", "Say the words in reverse order."], \
+        [" up down", "yes", "no go left right"]
+    ids, labels = al.rows(tok, questions, answers)                                  # right-padded to one length
+    assert al.row_texts(tok, ids, labels) == [(q, a.strip()) for q, a in zip(questions, answers)]
+    q = ["Say the words in reverse order."]
+    chosen, rejected = al.rows(tok, q, ["go yes stop"]), al.rows(tok, q, ["go yes left no"])
+    cut = al.rejected_to_first_error(chosen[1], rejected[1])
+    assert al.row_texts(tok, rejected[0], cut) == [(q[0], "go yes left")]            # the labelled tokens only
+
+
 @pytest.mark.parametrize("stage", ["pretraining", "sft"])
 def test_stage_one_trains_the_connector_alone_and_sft_adds_lora(tok, stage):
     model = tiny(tok)
@@ -223,6 +234,18 @@ def test_shipped_audio_lm_records_its_stages():
         dpo_term = first["loss"] - record["stages"][name]["nll_weight"] * first.get("nll", 0.0)
         assert dpo_term == pytest.approx(math.log(2), abs=1e-4)
     assert set(record["results"]) >= {"stage1", "sft", "dpo_plain", "dpo", "sft_only", "blind", "cascade"}
+    if "dpo_pairs" in record:                           # the pairs as text: one per pair trained on, all wrong
+        assert len(record["dpo_pairs"]) == record["stages"]["dpo"]["pairs"]
+        assert all(p["chosen"] != p["rejected"] for p in record["dpo_pairs"])
+    for name in [k for k in ("dpo_plain", "dpo_whole", "dpo") if "stopped_at" in record["stages"].get(k, {})]:
+        run = record["stages"][name]                   # early stopping: a run ends at its steps or out of patience
+        scores = [sum(1 - v[k] if k == "transcribe" else v[k] for k in sl.ALL_KINDS) / len(sl.ALL_KINDS)
+                  for v in run["val"]]
+        assert len(run["log"]) == run["stopped_at"] <= run["steps"] and run["val"][-1]["step"] == run["stopped_at"]
+        assert run["stopped_at"] == run["steps"] or A.patience_exhausted(scores, run["patience"])
+        assert not any(A.patience_exhausted(scores[:i], run["patience"]) for i in range(1, len(scores)))
+        best = max(range(1, len(scores)), key=lambda i: (scores[i], i))       # the picked step: best validation
+        assert run["picked_step"] == run["val"][best]["step"]
 
 
 def test_shipped_transcribe_gives_the_scripts_held_out_transcripts(clips):

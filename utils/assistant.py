@@ -231,6 +231,16 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
     return order[i * batch_size:(i + 1) * batch_size]
 
 
+def patience_exhausted(scores: list[float], patience: int) -> bool:
+    """Early stopping: True when the last `patience` validation scores (higher is better; scores[0] is the start)
+    all fall below the best one before them, so training has stopped finding better steps."""
+    if patience < 1:
+        raise ValueError(f"patience must be at least 1, got {patience}")
+    if len(scores) <= patience:
+        return False
+    return max(scores[-patience:]) < max(scores[:-patience])
+
+
 def text_loss(model: SmolLlava, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The LM's next-token loss on text-only rows (no `<image>`): the text-reading ceiling's training."""
     from .llava_data import trim_to_labels

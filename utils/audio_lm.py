@@ -74,6 +74,19 @@ def rows(tokenizer, questions: list[str], answers: list[str]) -> tuple[torch.Ten
                              image=False)
 
 
+def row_texts(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str]]:
+    """`rows` read back: (question, answer) per row, the answer from the labelled tokens (special tokens left out,
+    so a row cut by `rejected_to_first_error` reads up to its first wrong token)."""
+    out = []
+    for ids, lab in zip(input_ids, labels):
+        labelled = (lab != IGNORE_INDEX).nonzero()[:, 0]
+        if not len(labelled):
+            raise ValueError("a row with no labelled token has no answer to read")
+        user = tokenizer.decode(ids[:labelled[0]]).split(f"{AUDIO_TOKEN}\n", 1)[-1]
+        out.append((user.split("<|im_end|>", 1)[0], tokenizer.decode(ids[labelled], skip_special_tokens=True).strip()))
+    return out
+
+
 def task_rows(tokenizer, utts: list[sl.Utterance], kinds: list[str], seed: int, words: list[str]):
     """The questions and right answers of `speech_lm.task` (seeded) as training rows: (questions, answers,
     input_ids, labels)."""
