@@ -416,9 +416,10 @@ STAGE_LABELS = {"stage1": "stage 1", "sft": "SFT", "dpo_plain": "DPO alone, whol
                 "dpo_whole": "DPO + NLL, whole answers", "dpo": "DPO + NLL, cut answers (shipped)",
                 "sft_only": "SFT only (baseline)"}
 report.table(["stage", "connector", "LoRA", "LM's own weights", "steps", "batch",
-              "s per step, 2 threads (DPO's with its 4 validation passes after step 0)"],
+              "s per step, 2 threads (DPO's with its validation every 25 steps)"],
              [[STAGE_LABELS[k], f"{v['trainable']['connector']:,}", f"{v['trainable']['lora']:,}", f"{v['trainable']['lm']:,}",
-               v["steps"], arec["recipe"][{"sft_only": "sft"}.get(k, k)]["batch_size"], v["step_seconds"]]
+               v.get("stopped_at", v["steps"]), arec["recipe"][{"sft_only": "sft"}.get(k, k)]["batch_size"],
+               v["step_seconds"]]
               for k, v in ((k, stages[k]) for k in STAGE_LABELS)])
 own = sum(p.numel() for n, p in speech_model.named_parameters() if not (is_connector(n) or is_lora(n)))
 print(f"SmolLM2's own weights: {own:,}; the column \"LM's own weights\" is how many of them each stage trained")
@@ -621,8 +622,10 @@ print(f"the SFT model on {arec['recipe']['n']['val']} validation utterances of t
 # **DPO alone** on whole answers (AdamW at 5e-5 on the connector
 # and LoRA, the first recipe); **DPO + NLL** on whole answers, which adds the chosen answer's cross-entropy to the
 # loss (RPO, Pang et al., 2024; TRL's `rpo_alpha`) on LoRA alone at 2e-5; and the same **with cut answers**, the
-# model this notebook calls "DPO". Step 0, the SFT model itself, is not a candidate: the pick is the checked step
-# with the highest mean of (1 - WER) and the exact matches on validation.
+# model this notebook calls "DPO". Each run could take up to 300 steps of 8 pairs, checked on validation every
+# 25, and stopped early once 3 checks in a row scored below the best check before them (patience,
+# `A.patience_exhausted`). Step 0, the SFT model itself, is not a candidate: the pick is the checked step with
+# the highest mean of (1 - WER) and the exact matches on validation.
 
 # %%
 def rejected_tokens(question, chosen, rejected):
@@ -647,8 +650,10 @@ for e in [e for e in dpo_log["examples"] if is_reverse(e)][:2] + [e for e in dpo
 for name, run in dpo_runs.items():
     first = run["log"][0]
     nll_part = (f"plus the NLL term {run['nll_weight']} x {first['nll']:.5f}" if run["nll_weight"] else "no NLL term")
+    stop = (f"stopped at step {run['stopped_at']}, {run['patience']} validations below the best"
+            if run["stopped_at"] < run["steps"] else f"ran all {run['steps']} steps")
     print(f"{name}: loss at step 0 {first['loss']:.5f} (log 2 = {math.log(2):.5f}, {nll_part}; the log keeps 5 "
-          f"decimals); picked step {run['picked_step']} of {run['steps']}")
+          f"decimals); {stop}; picked step {run['picked_step']}")
     assert abs(run["log"][0]["loss"] - run["nll_weight"] * run["log"][0].get("nll", 0.0) - math.log(2)) < 1e-3
 v0 = dpo_log["val"][0]                                     # step 0: the SFT model on validation
 perfect = v0["transcribe"] == 0 and all(v0[k] == 1 for k in sl.ALL_KINDS[1:])
@@ -670,10 +675,9 @@ for (name, run), colour in zip(dpo_runs.items(), ("C3", "C1", "C0")):
     axes[2].plot(steps_, smooth([e["margin"] for e in run["log"]]), color=colour, label=name)
 axes[0].axhline(math.log(2), ls="--", color="gray", label="log 2")
 axes[0].set(xlabel="DPO step", ylabel="loss", title="the DPO term of the loss (mean of 10 steps)")
-axes[0].legend(fontsize=7)
 axes[1].set(xlabel="DPO step", ylabel="beta log(pi / pi_ref)", title="implicit rewards (solid chosen, dotted rejected)")
 axes[2].set(xlabel="DPO step", ylabel="chosen - rejected", title="reward margin")
-axes[2].legend(fontsize=7);
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8);
 for name, run in dpo_runs.items():
     v0, v1, tail = run["val"][0], run["val"][-1], run["log"][-10:]
     print(f"{name}, step 0 -> {v1['step']} on validation: WER {v0['transcribe']:.1%} -> {v1['transcribe']:.1%}, "
@@ -781,18 +785,49 @@ print(f"all kinds: {f_all} fixed, {c_all} caused; sign test p " + ("< 0.001" if 
       + ("" if below else "; the shipped run is at or above SFT on every kind"))
 
 # %% [markdown]
+# **What moved "said".** A yes/no question has one way to be wrong, so its pairs say which way the SFT model
+# errs. Count them by answer, then the shipped run's held-out "said" answers against SFT's:
+
+# %%
+is_said = lambda q: q.startswith("Is '") and q.endswith("' said?")
+said_pairs = Counter(f"{p['chosen']!r} over {p['rejected']!r}" for p in arec["dpo_pairs"] if is_said(p["question"]))
+print(f"the {sum(said_pairs.values())} 'said' pairs, chosen over rejected: "
+      + ", ".join(f"{k} {v}" for k, v in said_pairs.most_common()))
+said_truth = al.eval_questions(test_utts, "said", WORDS)[1]
+said_by = {name: Counter(a if a in ("yes", "no") else "neither" for a in res[name + "_answers"]["said"])
+           for name in ("sft", "dpo")}
+print("held-out 'said' answers (truth " + ", ".join(f"{k} {v}" for k, v in Counter(said_truth).items()) + "): "
+      + "; ".join(f"{STAGE_LABELS[n]} " + ", ".join(f"{k} {c[k]}" for k in ("yes", "no", "neither"))
+                  for n, c in said_by.items()))
+moves = lambda idx: Counter(f"{res['sft_answers']['said'][i]!r} -> {res['dpo_answers']['said'][i]!r}" for i in idx)
+fixed_said, caused_said = ch["said"]
+print("fixed: " + ", ".join(f"{k} {v}" for k, v in moves(fixed_said).items())
+      + "; caused: " + ", ".join(f"{k} {v}" for k, v in moves(caused_said).most_common()))
+print("validation 'said' at each check of the shipped run: "
+      + ", ".join(f"step {v['step']} {v['said']:.1%}" for v in dpo_log["val"]))
+
+# %% [markdown]
+# Read the counts above: the pairs lean one way when the SFT model's mistakes do (a word it missed is a "no"
+# that should be "yes"), and DPO then moves the answers that way on every voice, the right ones with the wrong
+# ones, so that the fixes and the new mistakes on "said" are mostly the same move. A pair tells DPO which answer
+# to prefer, not what was said: where the encoder did not hear a word, no preference can put it back. Any
+# answer that is neither "yes" nor "no" is a new kind of mistake, an answer that runs on.
+
+# %% [markdown]
 # Read the three runs together. They started from the same SFT model and the same pairs, and each picked its step on
 # the validation utterances at new speeds (the table under "validation ... at every check"). DPO alone, with no NLL
 # term, a higher learning rate and the connector training too, drove its margin up fastest and, after its first
-# check, lost validation answers check by check, "reverse" most. With the NLL term the two runs' mean validation
-# score rose at every check (though "said" dipped at the last, and the whole-answer run's rise there is tiny), so
-# both kept their last step; whole and cut rejected answers end close to each other (the main table: whole answers
-# have the lower WER, cut answers more reverse answers right). The script ships the cut-answer run, chosen as its
-# recipe before this run, not by these held-out numbers. The shipped run's changes on held-out voices are counted
-# above; where it sits below SFT, the sign test says how far that is from an even split of the changed questions,
-# and the course's target is printed with the main table. Our pairs are the SFT model's own mistakes on the training
-# voices at new speeds, found by greedy decoding and sampling; Qwen2-Audio's DPO learned from human preferences
-# between answers.
+# check, lost validation answers check by check, "reverse" most, until patience stopped it. With the NLL term the
+# two runs' mean validation score rose at every check to step 100 and fell after it: the transcripts, "after" and
+# "reverse" moved by an answer or two either way, while "said" lost answers at every check after step 100 in both
+# runs, which fits the pairs' lean toward "yes" counted above (the validation answers themselves are not recorded).
+# Both stopped at step 175 and kept step 100. Whole and cut rejected answers end close to each other (the main
+# table: whole answers have the lower WER, cut answers more reverse answers right). The script ships the cut-answer
+# run, chosen as its recipe before this run, not by these held-out numbers. The shipped run's changes on held-out
+# voices are counted above; where it sits below SFT, the sign test says how far that is from an even split of the
+# changed questions, and the course's target is printed with the main table. Our pairs are the SFT model's own
+# mistakes on the training voices at new speeds, found by greedy decoding and sampling; Qwen2-Audio's DPO learned
+# from human preferences between answers.
 
 # %% [markdown]
 # **The public entry point.** `al.transcribe(waveforms)` takes 1-D float tensors at 16 kHz (up to 7 s) and
