@@ -22,6 +22,7 @@ an mlp2x_gelu connector, the tokens spliced at `<audio>`, LoRA adapters from pef
    (DPO_RUNS): what ships, DPO plus the chosen answers' cross-entropy (RPO; TRL's rpo_alpha = 1) on LoRA at 2e-5
    with each rejected answer cut after its first wrong token (`audio_lm.rejected_to_first_error`); the same with
    whole rejected answers; and DPO alone on whole answers (the connector and LoRA, lr 5e-5: the first recipe);
+   then the shipped recipe twice more with the same pairs in other batch orders (DPO_ORDERS: the run-to-run spread);
 4. baselines: SFT with no stage 1 (SFT only), the SFT model with the audio left out (blind), and the cascade (the
    AST's word for each clip, given the word boundaries the speech LM never gets).
 Every model answers every task about the 400 held-out utterances (the two held-out voices), greedily.
@@ -30,9 +31,9 @@ Writes data/checkpoints/audio_lm.safetensors (the encoder, the SFT and DPO model
 audio_lm.json (the recipe, what trained, losses, DPO logs, results, seconds). Every stage saves its state into
 .cache/audio_lm/ as it goes; run the same command again to resume.
 
-    python scripts/train_audio_lm.py                 # about 110 minutes on 2 threads
+    python scripts/train_audio_lm.py                 # about 220 minutes on 2 threads (stage 3 about 145 of them)
     python scripts/train_audio_lm.py --smoke         # 2 steps a stage on a few utterances; writes nothing
-    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (about 105 minutes on 2 threads)
+    python scripts/train_audio_lm.py --stage3        # stage 3 again from the shipped SFT model (about 145 minutes on 2 threads)
     python scripts/train_audio_lm.py --device cuda   # on a GPU (same seeds; numbers differ slightly)
 """
 import argparse
@@ -62,7 +63,9 @@ DPO = dict(steps=300, batch_size=8, lr=2e-5, beta=0.1, nll_weight=1.0, connector
            speed_factors=sl.SPEED_FACTORS, speed_seeds=dict(train=4, val=5))   # mined and validated at new speeds
 DPO_WHOLE = dict(DPO, rejected="whole")          # the same with whole rejected answers (the previous recipe)
 DPO_PLAIN = dict(DPO_WHOLE, lr=5e-5, nll_weight=0.0, connector=True)   # the first recipe: DPO alone, connector + LoRA
-DPO_RUNS = (("dpo", DPO), ("dpo_whole", DPO_WHOLE), ("dpo_plain", DPO_PLAIN))   # the first ships
+DPO_ORDERS = (3, 4)                              # the shipped recipe again, its pairs in other batch orders
+DPO_RUNS = (("dpo", DPO), ("dpo_whole", DPO_WHOLE), ("dpo_plain", DPO_PLAIN),
+            *((f"dpo_order{s}", dict(DPO, seed=s)) for s in DPO_ORDERS))   # the first ships
 ENCODER = dict(copies=8, max_shift=1600, steps=1000, seed=0, init="image ViT")   # +-100 ms: half a window hop
 STATE_DIR = CACHE_DIR / "audio_lm"
 
@@ -423,7 +426,7 @@ def main():
     evaluate(model, "sft")
     evaluate(model, "blind", blind=True)
 
-    # ---- stage 3: DPO from the SFT model (DPO_RUNS: the shipped recipe and its two ablations)
+    # ---- stage 3: DPO from the SFT model (DPO_RUNS: the shipped recipe, its two ablations, two more batch orders)
     shipped.update(stage3(model, tok, tokens, utts, words, record, evaluate, state_dir, args.smoke, device))
     shipped.update({"encoder." + k: v.half() for k, v in encoder.state_dict().items()})      # the frozen encoder
 

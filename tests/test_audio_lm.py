@@ -229,15 +229,20 @@ def test_shipped_audio_lm_records_its_stages():
         assert record["stages"]["dpo"]["mining"]["speeds"] == record["recipe"]["dpo"]["speed_factors"]
         assert all(run["val"][0] == record["stages"]["dpo"]["val"][0]
                    for k, run in record["stages"].items() if k.startswith("dpo"))
-    for name in [k for k in ("dpo_plain", "dpo_whole", "dpo") if k in record["stages"]]:   # pi = pi_ref: log 2
+    dpo_runs = [k for k in record["stages"] if k.startswith("dpo")]
+    for name in dpo_runs:                               # pi = pi_ref: log 2
         first = record["stages"][name]["log"][0]
         dpo_term = first["loss"] - record["stages"][name]["nll_weight"] * first.get("nll", 0.0)
         assert dpo_term == pytest.approx(math.log(2), abs=1e-4)
     assert set(record["results"]) >= {"stage1", "sft", "dpo_plain", "dpo", "sft_only", "blind", "cascade"}
+    for name in [k for k in dpo_runs if k.startswith("dpo_order")]:   # the shipped recipe in another batch order
+        assert {k: v for k, v in record["recipe"][name].items() if k != "seed"} == \
+            {k: v for k, v in record["recipe"]["dpo"].items() if k != "seed"}
+        assert record["recipe"][name]["seed"] != record["recipe"]["dpo"]["seed"] and name in record["results"]
     if "dpo_pairs" in record:                           # the pairs as text: one per pair trained on, all wrong
         assert len(record["dpo_pairs"]) == record["stages"]["dpo"]["pairs"]
         assert all(p["chosen"] != p["rejected"] for p in record["dpo_pairs"])
-    for name in [k for k in ("dpo_plain", "dpo_whole", "dpo") if "stopped_at" in record["stages"].get(k, {})]:
+    for name in [k for k in dpo_runs if "stopped_at" in record["stages"][k]]:
         run = record["stages"][name]                   # early stopping: a run ends at its steps or out of patience
         scores = [sum(1 - v[k] if k == "transcribe" else v[k] for k in sl.ALL_KINDS) / len(sl.ALL_KINDS)
                   for v in run["val"]]

@@ -787,6 +787,44 @@ print(f"all kinds: {f_all} fixed, {c_all} caused; sign test p " + ("< 0.001" if 
       + ("" if below else "; the shipped run is at or above SFT on every kind"))
 
 # %% [markdown]
+# **One run is one draw.** How far would another run of the same recipe move these counts? The script trained the shipped recipe twice more, from the same SFT model on the same 697 pairs,
+# with only the order of the pairs in the batches changed (the seed of `A.batch_rows`), each stopped and its step
+# picked on validation the same way. The shipped model stays the first order, which the recipe names; these runs
+# measure the spread, they do not choose:
+
+# %%
+ORDERS = ["dpo"] + sorted(k for k in stages if k.startswith("dpo_order"))
+below_sft = lambda key: [k for k in sl.ALL_KINDS
+                         if (res[key][k] > res["sft"][k] if k == "transcribe" else res[key][k] < res["sft"][k])]
+order_rows = [["SFT (the start of every run)", "-", "-", *[f"{res['sft'][k]:.1%}" for k in sl.ALL_KINDS], "-", "-"]]
+for key in ORDERS:
+    ch_k, run = changes(key), stages[key]
+    order_rows.append([f"batch order {arec['recipe'][key]['seed']}" + (" (shipped)" if key == "dpo" else ""),
+                       run["stopped_at"], run["picked_step"], *[f"{res[key][k]:.1%}" for k in sl.ALL_KINDS],
+                       f"{sum(len(f) for f, _ in ch_k.values())} / {sum(len(c) for _, c in ch_k.values())}",
+                       ", ".join(below_sft(key)) or "none"])
+report.table(["DPO + NLL, cut answers (400 held-out utterances)", "stopped at", "picked step", "transcription WER",
+              *[f"{k} (exact)" for k in sl.ALL_KINDS[1:]], "fixed / caused (all kinds)", "below SFT on"], order_rows)
+diff = {k: [(res[key][k] - res["sft"][k]) * (100 if k == "transcribe" else N_TEST) for key in ORDERS]
+        for k in sl.ALL_KINDS}
+print("DPO minus SFT per batch order (WER in points, + is worse; the others in questions of "
+      f"{N_TEST}, - is worse): " + "; ".join(f"{k} " + " / ".join(f"{d:+.1f}" if k == "transcribe" else f"{d:+.0f}"
+                                                                   for d in ds) for k, ds in diff.items()))
+never_below = [k for k in sl.ALL_KINDS if not any(k in below_sft(key) for key in ORDERS)]
+print(f"over the {len(ORDERS)} orders: " + ", ".join(f"{k} below SFT in {sum(k in below_sft(key) for key in ORDERS)}"
+                                                        for k in sl.ALL_KINDS if k not in never_below)
+      + f"; at or above SFT in every order: {', '.join(never_below)}; "
+      + f"runs at or above SFT on every kind: {sum(not below_sft(key) for key in ORDERS)} of {len(ORDERS)}")
+
+# %% [markdown]
+# Read the rows: every order lowered the WER, gained on "after" and "reverse" and fixed more answers than it
+# caused, so those gains do not hang on one run; how much "reverse" gains depends on the order (the
+# shipped order gained the most). "Said" moved by a single question either way, below SFT in two orders and
+# above it in the third: on that kind this recipe sits at SFT's level, and whether one run meets the target
+# "not worse than SFT on any kind" is decided by a question the batch order can flip. (Picking the order by
+# these held-out rows would tune on the test set; the shipped order was fixed before they were run.)
+
+# %% [markdown]
 # **What moved "said".** A yes/no question is almost always wrong in one way, by the other word, so its pairs show
 # which way the SFT model leans (its greedy and sampled answers together, on the training voices at new speeds).
 # Count them by answer, then the shipped run's held-out "said" answers against SFT's:
