@@ -932,6 +932,8 @@ report.measured("10_audio_spectrogram_transformer", {
         f"{dpo_log['log'][0]['loss'] - dpo_log['nll_weight'] * dpo_log['log'][0]['nll']:.5f} / {dpo_log['picked_step']}",
     "shipped DPO on held-out pairs (its count printed above): loss with pi = pi_ref / DPO policy": f"{same_loss:.4f} / {after_loss:.4f}",
     "shipped DPO vs SFT, held-out answers fixed / caused (all kinds)": f"{sum(r[1] for r in change_rows)} / {sum(r[2] for r in change_rows)}",
+    f"the shipped DPO recipe in {len(ORDERS)} batch orders: said, DPO - SFT (questions of {N_TEST}) / runs at or above "
+    "SFT on every kind": " / ".join(f"{d:+.0f}" for d in diff["said"]) + f"; {sum(not below_sft(k) for k in ORDERS)}",
     "the course's targets": ", ".join(f"{k}: {'met' if v else 'missed'}" for k, v in targets.items()),
     "real AST (online) on our held-out clips": "skipped (offline)" if online_accuracy is None else f"{online_accuracy:.1%}",
     "notebook CPU time (s)": round(time.process_time() - cpu_start, 1),
